@@ -1,0 +1,133 @@
+"""Network architectures, looked up by name.
+
+`tutorial_cnn` is the CIFAR-10 tutorial's network exactly, kept under the same attribute name
+(`model`) so a `state_dict` saved by the tutorial's own code loads with `strict=True`.
+`vgg16` is torchvision's VGG16 with its last classifier layer replaced for N classes: the
+tutorial's "adapt an existing network" lesson.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class TutorialCNN(nn.Module):
+    """The tutorial's CIFAR-10 network; shapes for one 3×32×32 image:
+
+    Conv2d(3, 32, 5, padding=2)   3×32×32 → 32×32×32   (padding 2 keeps 32: (32 + 2·2 − 5)/1 + 1)
+    MaxPool2d(2)                 32×32×32 → 32×16×16
+    Conv2d(32, 32, 5, padding=2) 32×16×16 → 32×16×16
+    MaxPool2d(2)                 32×16×16 → 32×8×8
+    Conv2d(32, 64, 5, padding=2) 32×8×8   → 64×8×8
+    MaxPool2d(2)                 64×8×8   → 64×4×4
+    Flatten                      64×4×4   → 1024
+    Linear(1024, 64)             1024     → 64
+    Linear(64, N)                64       → N
+
+    There is no activation function: max-pooling is the only non-linearity, as in the tutorial.
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.model = nn.Sequential(
+            nn.Conv2d(3, 32, 5, 1, 2),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 5, 1, 2),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, 1, 2),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(1024, 64),
+            nn.Linear(64, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _build_tutorial_cnn(num_classes: int) -> nn.Module:
+    return TutorialCNN(num_classes)
+
+
+def _build_vgg16(num_classes: int) -> nn.Module:
+    from torchvision.models import vgg16
+
+    model = vgg16(weights=None)
+    last = model.classifier[6]
+    model.classifier[6] = nn.Linear(last.in_features, num_classes)
+    return model
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    build: Callable[[int], nn.Module]
+    default_input_size: int
+    # The tutorial CNN's Linear(1024, 64) only fits 32×32 inputs; VGG16 pools adaptively.
+    fixed_input_size: bool
+    description: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.name: arch
+    for arch in (
+        Architecture(
+            "tutorial_cnn", _build_tutorial_cnn, 32, True,
+            "the CIFAR-10 tutorial's 3-conv network (145,578 parameters)",
+        ),
+        Architecture(
+            "vgg16", _build_vgg16, 32, False,
+            "torchvision VGG16 with a new N-class head (134M parameters at 10 classes)",
+        ),
+    )
+}
+
+
+class UnknownArchitectureError(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"unknown architecture {name!r}; choose one of: {', '.join(sorted(ARCHITECTURES))}"
+        )
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise UnknownArchitectureError(name) from None
+
+
+def build_model(arch: str, num_classes: int) -> nn.Module:
+    """A freshly initialised network of the named architecture."""
+    if num_classes < 2:
+        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+    return get_architecture(arch).build(num_classes)
+
+
+def load_pretrained_backbone(model: nn.Module, arch: str, path: Path) -> list[str]:
+    """Load ImageNet weights from a local file into everything but the replaced head.
+
+    Returns the names of the parameters left at their fresh initialisation (the new head).
+    The file is read with `weights_only=True`; it may be a bare state_dict (torchvision's
+    published `.pth` files are) or one of our checkpoints.
+    """
+    if arch != "vgg16":
+        raise ValueError(f"--pretrained weights are only available for vgg16, not {arch!r}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(usable))
+    if len(usable) < len(own) - 2:
+        raise ValueError(
+            f"{path}: only {len(usable)} of {len(own)} tensors match vgg16; "
+            "is this torchvision's vgg16 ImageNet state_dict?"
+        )
+    model.load_state_dict(usable, strict=False)
+    return skipped

@@ -1,0 +1,81 @@
+"""Decoding untrusted image bytes: content-sniffed formats, pixel limits, cheap large JPEGs.
+
+Used by the service for uploads and by the predict CLI for files, so both see the same pixels.
+Every failure is an `ImageError` subclass with a message a person can act on; the service maps
+each class to an HTTP status.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageOps
+
+# Recognised by content, never by name or Content-Type. Formats whose decoders run external
+# programs (EPS through Ghostscript) or parse documents (PDF, SVG) are never even tried.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+
+# Pillow itself refuses images over 2 × MAX_IMAGE_PIXELS; our limit must stay under its
+# warning threshold so the clear error below is the one raised.
+PILLOW_PIXEL_CEILING = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+class ImageError(ValueError):
+    """The bytes are not an image we accept."""
+
+
+class EmptyImageError(ImageError):
+    pass
+
+
+class UnsupportedImageError(ImageError):
+    pass
+
+
+class CorruptImageError(ImageError):
+    pass
+
+
+class ImageTooLargeError(ImageError):
+    pass
+
+
+def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Image:
+    """Bytes → a fully decoded PIL image (first frame, EXIF orientation applied, any mode).
+
+    The pixel limit is checked from the header, before any pixel is decoded. Large JPEGs are
+    decoded with DCT scaling (draft mode) straight to about `target_size`·8 px, which is
+    what makes a 12-megapixel photo cost milliseconds.
+    """
+    if not data:
+        raise EmptyImageError(f"the upload is empty; send a {ACCEPTED} image")
+    try:
+        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"the image has too many pixels ({exc})") from None
+    except Exception:  # Pillow raises many types for bytes it does not recognise
+        raise UnsupportedImageError(
+            f"not an image in a supported format; accepted formats are {ACCEPTED}"
+        ) from None
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise CorruptImageError(f"the {img.format} header gives an empty size {width}×{height}")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"the {img.format} image is {width}×{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,}"
+        )
+    try:
+        if img.format == "JPEG":
+            # Ask for 8× the target: enough for a good antialiased resize afterwards.
+            img.draft("RGB", (target_size * 8, target_size * 8))
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"the image has too many pixels ({exc})") from None
+    except Exception as exc:  # truncated data, bad checksums, broken headers, …
+        reason = str(exc) or type(exc).__name__
+        raise CorruptImageError(
+            f"the {img.format} image is truncated or corrupt ({reason})"
+        ) from None
