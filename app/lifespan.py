@@ -1,0 +1,117 @@
+"""Startup and shutdown: settings, model load, warm-up, the inference worker.
+
+Startup fails (and uvicorn exits non-zero) on bad settings or an unusable checkpoint, after
+one log line that names the variable or the file and the reason. Nothing is ever served from
+random weights: the network only exists once its checkpoint has loaded strictly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.observability import Metrics, configure_logging
+from app.predictor import Predictor
+from app.service import InferenceService, ServiceLimits
+from app.settings import Settings, SettingsError, load_settings, unknown_variables
+from models.checkpoint import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message says why."""
+
+
+def _limits(settings: Settings) -> ServiceLimits:
+    return ServiceLimits(
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_s=settings.max_batch_wait_ms / 1000,
+        queue_capacity=settings.queue_capacity,
+        request_timeout_s=settings.request_timeout_s,
+        decode_threads=settings.decode_threads,
+    )
+
+
+def _fail(app: FastAPI, reason: str) -> None:
+    logger.error("startup failed: %s", reason)
+    app.state.startup_failure_logged = True
+    raise StartupError(reason)
+
+
+def _resolve_settings(app: FastAPI) -> Settings:
+    given: Settings | None = app.state.settings_override
+    if given is not None:
+        configure_logging(given.log_level)
+        return given
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        configure_logging("info")
+        _fail(app, str(exc))
+    configure_logging(settings.log_level)
+    for name in unknown_variables():
+        logger.warning("ignoring %s: no such setting (a typo?)", name)
+    return settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = _resolve_settings(app)
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+    try:
+        predictor = await asyncio.to_thread(
+            Predictor.from_checkpoint,
+            settings.model_path, device=settings.device, max_pixels=settings.max_pixels,
+        )
+    except CheckpointError as exc:
+        _fail(app, str(exc))
+
+    metrics: Metrics = app.state.metrics
+    service = InferenceService(predictor, _limits(settings), on_batch=metrics.observe_batch)
+    service.start()
+    metrics.model.info({**predictor.describe(), "device": str(predictor.device)})
+    metrics.track_queue(lambda: service.batcher.admitted)
+    app.state.settings = settings
+    app.state.service = service
+    logger.info(
+        "ready: serving %s (%s, sha256 %s) on %s", predictor.name, predictor.meta.arch,
+        predictor.sha256[:12], predictor.device,
+        extra={"model_path": str(settings.model_path), "classes": len(predictor.classes)},
+    )
+    try:
+        yield
+    finally:
+        app.state.service = None
+        await service.stop()
+        logger.info("stopped")
+
+
+class QuietStartupFailure:
+    """For a StartupError, the one line logged above says it all: keep uvicorn from logging
+    its traceback after it. Any other startup failure keeps its traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_quietly(message: Message) -> None:
+            state = scope["app"].state
+            if message["type"] == "lifespan.startup.failed" and getattr(
+                state, "startup_failure_logged", False
+            ):
+                message = {**message, "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, send_quietly)

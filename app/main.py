@@ -1,0 +1,40 @@
+"""The FastAPI application: `uvicorn app.main:app`.
+
+Building the app is cheap: settings are read and the model is loaded in the lifespan, at
+server start, not at import.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.lifespan import QuietStartupFailure, lifespan
+from app.middleware import RequestContextMiddleware, UploadGuardMiddleware
+from app.observability import Metrics
+from app.routes import health, metrics, model, predict
+from app.settings import Settings
+
+DESCRIPTION = """Classifies images with a CIFAR-10-style CNN loaded from a checkpoint.
+
+Upload with multipart/form-data. Every response carries `X-Request-ID`; errors are
+`{"detail": "..."}` saying what was wrong and what is accepted."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; `settings` replaces the environment (tests pass their own)."""
+    app = FastAPI(title="cnn-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings_override = settings
+    app.state.settings = settings
+    app.state.service = None
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    for module in (predict, health, model, metrics):
+        app.include_router(module.router)
+    app.add_middleware(UploadGuardMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(QuietStartupFailure)  # outermost; only sees the lifespan
+    return app
+
+
+app = create_app()

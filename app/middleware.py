@@ -1,0 +1,155 @@
+"""Pure ASGI middleware: request context (id, access log, metrics, last-resort 500) and the
+upload guard (API key and byte limits, checked before and while the body streams in)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLargeError
+from app.observability import Metrics
+from app.security import UNAUTHORIZED_DETAIL, api_key_matches
+
+access_log = logging.getLogger("app.access")
+logger = logging.getLogger(__name__)
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# Room for the multipart boundary and part headers around one image of the byte limit.
+MULTIPART_SLACK = 16 * 1024
+
+
+def _request_id(scope: Scope) -> str:
+    given = Headers(scope=scope).get("x-request-id", "")
+    return given if _CLIENT_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template (a bounded label set for metrics), also for
+    requests the upload guard answered before routing."""
+    route = scope.get("route")
+    if route is None and "app" in scope:
+        route = next(
+            (r for r in scope["app"].routes if r.matches(scope)[0] is Match.FULL), None
+        )
+    return getattr(route, "path", None) or "unmatched"
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+class RequestContextMiddleware:
+    """X-Request-ID on every response, one JSON access-log line, request metrics, and a JSON
+    500 (logged with the id) for any exception nothing else handled."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_at = time.perf_counter()
+        rid = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = rid
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", rid)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error", extra={"request_id": rid})
+            if status:
+                raise  # the response has begun; the server closes the connection
+            response = JSONResponse(
+                {"detail": f"internal server error; quote request id {rid}", "request_id": rid},
+                status_code=500,
+            )
+            await response(scope, receive, send_with_id)
+        finally:
+            route = _route_template(scope)
+            seconds = time.perf_counter() - started_at
+            code = str(status or 500)
+            self.metrics.requests.labels(route, scope["method"], code).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            access_log.info(
+                "%s %s %s", scope["method"], scope["path"], code,
+                extra={"request_id": rid, "method": scope["method"], "route": route,
+                       "status": int(code), "latency_ms": round(seconds * 1000, 3)},
+            )
+
+
+class UploadGuardMiddleware:
+    """Refuses what must never reach the body parser: an unauthenticated /predict* request
+    (401) and a body over its byte limit (413, from Content-Length up front or by counting
+    bytes as they arrive; the rest of the body is never read)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = getattr(scope.get("app").state, "settings", None) if "app" in scope else None
+        if scope["type"] != "http" or settings is None:
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        headers = Headers(scope=scope)
+        if settings.api_key is not None and path.startswith("/predict") and not api_key_matches(
+            headers, settings.api_key.get_secret_value()
+        ):
+            response = JSONResponse(
+                {"detail": UNAUTHORIZED_DETAIL}, 401, {"WWW-Authenticate": "Bearer"}
+            )
+            await response(scope, receive, send)
+            return
+
+        if path == "/predict/batch":
+            limit, what = settings.max_batch_bytes, "the whole /predict/batch request"
+        else:
+            limit, what = settings.max_upload_bytes + MULTIPART_SLACK, "one image upload"
+        detail = (f"the request body is over the {limit:,}-byte limit for {what}; "
+                  "send a smaller image (or fewer at once)")
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await JSONResponse({"detail": detail}, 413)(scope, receive, send)
+            return
+
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLargeError(detail)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except PayloadTooLargeError as exc:
+            if response_started:
+                raise
+            await JSONResponse({"detail": exc.detail}, 413)(scope, receive, send)

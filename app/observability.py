@@ -1,0 +1,87 @@
+"""Logs as one JSON object per line, and the Prometheus metrics of one app instance.
+
+Each app gets its own CollectorRegistry, so several apps in one process (tests) never clash.
+With several uvicorn workers every process reports its own numbers; scrape them per worker
+or aggregate upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LOGGER_NAME = "app"
+# Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD_ATTRS)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr for the `app` loggers; uvicorn keeps its own handlers."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(level.upper())
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+# Seconds. Requests span ~1 ms (tiny PNG, idle) to the request timeout.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "cnn_serve_http_requests", "HTTP requests answered, by route template and status",
+            ["route", "method", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "cnn_serve_http_request_duration_seconds", "Time from request start to response end",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_size = Histogram(
+            "cnn_serve_batch_size", "Images per forward pass", buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.batch_latency = Histogram(
+            "cnn_serve_batch_inference_seconds", "Time of one forward pass, preprocessing included",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge(
+            "cnn_serve_queue_depth", "Images admitted and not yet answered", registry=r,
+        )
+        self.predictions = Counter(
+            "cnn_serve_predictions", "Predicted classes (the top-1 of each image)", ["class"],
+            registry=r,
+        )
+        self.model = Info("cnn_serve_model", "The checkpoint being served", registry=r)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_latency.observe(seconds)
+
+    def track_queue(self, depth: Callable[[], float]) -> None:
+        self.queue_depth.set_function(depth)

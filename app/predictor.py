@@ -1,0 +1,72 @@
+"""Image bytes → class probabilities. Knows the model, nothing about HTTP or asyncio.
+
+`decode` runs in the decode thread pool (one image at a time); `predict` runs in the
+inference thread on a whole micro-batch. Both are plain blocking functions.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from models.images import decode_image
+from models.preprocess import image_to_uint8, normalize
+
+SHA_PREFIX = 12  # hex digits of the checkpoint's sha256 shown with every prediction
+
+
+class Predictor:
+    def __init__(self, loaded: LoadedModel, *, max_pixels: int) -> None:
+        self.model = loaded.model
+        self.meta = loaded.meta
+        self.sha256 = loaded.sha256
+        self.path = loaded.path
+        self.device = loaded.device
+        self.name = Path(loaded.path).stem
+        self.classes: tuple[str, ...] = tuple(loaded.meta.classes)
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str = "cpu", max_pixels: int
+    ) -> Predictor:
+        """Load and warm up; raises CheckpointError naming the file and the reason."""
+        predictor = cls(load_checkpoint(path, device=device), max_pixels=max_pixels)
+        predictor.warm_up()
+        return predictor
+
+    @property
+    def input_size(self) -> int:
+        return self.meta.input_size
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        """Upload bytes → uint8 (3, S, S); raises models.images.ImageError for bad input."""
+        img = decode_image(data, max_pixels=self.max_pixels, target_size=self.input_size)
+        return image_to_uint8(img, self.input_size)
+
+    def predict(self, images: Sequence[torch.Tensor]) -> list[list[float]]:
+        """uint8 (3, S, S) images → one probability row per image, softmax(logits / T)."""
+        batch = torch.stack(list(images)).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            logits = self.model(normalize(batch, self.meta.mean, self.meta.std))
+            probs = torch.softmax(logits.float() / self.meta.temperature, dim=1)
+        return probs.cpu().tolist()
+
+    def warm_up(self) -> None:
+        """One inference through the real decode path; refuse a model that outputs garbage."""
+        buf = io.BytesIO()
+        Image.new("RGB", (self.input_size, self.input_size), (128, 64, 32)).save(buf, "PNG")
+        [row] = self.predict([self.decode(buf.getvalue())])
+        if not all(math.isfinite(p) for p in row) or abs(sum(row) - 1.0) > 1e-3:
+            raise CheckpointError(
+                self.path, "its weights give non-finite outputs on a test image (NaN or inf)"
+            )
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "arch": self.meta.arch, "sha256": self.sha256[:SHA_PREFIX]}

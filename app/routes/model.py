@@ -1,0 +1,21 @@
+"""GET /model: what the served checkpoint is and how it was made."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.dependencies import ServiceDep
+from app.schemas import ModelInfo
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/model", response_model=ModelInfo, summary="The served checkpoint's metadata")
+async def model_info(service: ServiceDep) -> ModelInfo:
+    predictor = service.predictor
+    return ModelInfo(
+        name=predictor.name,
+        sha256=predictor.sha256,
+        device=str(predictor.device),
+        **predictor.meta.to_dict(),
+    )

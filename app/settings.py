@@ -1,0 +1,125 @@
+"""Every knob of the service, read from the environment once, at startup.
+
+Variables carry the `CNN_SERVE_` prefix (`CNN_SERVE_MAX_BATCH_SIZE=16`); the checkpoint path is
+also accepted as plain `MODEL_PATH`. Empty variables count as unset. `load_settings()` turns a
+bad value into one sentence naming the variable, so startup can fail with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from fastapi import Request
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models import DEFAULT_CHECKPOINT
+from models.images import PILLOW_PIXEL_CEILING
+
+ENV_PREFIX = "CNN_SERVE_"
+MiB = 1024 * 1024
+
+
+def _default_decode_threads() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, validate_by_name=True, env_ignore_empty=True, frozen=True
+    )
+
+    model_path: Path = Field(
+        DEFAULT_CHECKPOINT,
+        validation_alias=AliasChoices(f"{ENV_PREFIX}MODEL_PATH", "MODEL_PATH"),
+        description="checkpoint file to serve",
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    # Upload limits. The byte limits are enforced while the body streams in.
+    max_upload_bytes: int = Field(10 * MiB, ge=1, description="bytes per uploaded image")
+    max_batch_files: int = Field(32, ge=1, le=1024, description="images per /predict/batch")
+    max_batch_bytes: int = Field(64 * MiB, ge=1, description="whole /predict/batch body")
+    max_pixels: int = Field(
+        40_000_000, ge=1, le=PILLOW_PIXEL_CEILING,
+        description="width × height per image, checked from the header before decoding",
+    )
+    # Micro-batching and back-pressure.
+    max_batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass")
+    max_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000,
+        description="how long a batch waits for more images while others are still decoding",
+    )
+    queue_capacity: int = Field(
+        256, ge=1, description="images admitted at once (decoding, queued or in the model)"
+    )
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 when full")
+    request_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="decode + queue + inference per request; then 504"
+    )
+    # Threads. Processes are uvicorn's --workers (or WORKERS with `python -m app`).
+    decode_threads: int = Field(
+        default_factory=_default_decode_threads, ge=1, le=256,
+        description="threads decoding images (default: CPUs, at most 4)",
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, le=256, description="torch intra-op threads (default: torch's choice)"
+    )
+    # Responses, security, logging.
+    default_top_k: int = Field(3, ge=1, description="top_k when the query does not say")
+    api_key: SecretStr | None = Field(
+        None, description="when set, /predict* need `Authorization: Bearer <key>` or X-API-Key"
+    )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # Used only by `python -m app`.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.api_key is not None and len(self.api_key.get_secret_value().strip()) < 8:
+            raise ValueError("api_key must be at least 8 characters (leave it unset for none)")
+        if self.max_batch_bytes < self.max_upload_bytes:
+            raise ValueError(
+                "max_batch_bytes must be at least max_upload_bytes "
+                f"({self.max_batch_bytes} < {self.max_upload_bytes})"
+            )
+        return self
+
+
+class SettingsError(ValueError):
+    """The environment holds a value the service cannot run with."""
+
+
+def _env_name(field: str) -> str:
+    return "MODEL_PATH" if field == "model_path" else f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a SettingsError with one line per bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"]]
+            where = _env_name(loc[0]) if loc else "settings"
+            got = f" (got {err['input']!r})" if loc and not isinstance(err["input"], dict) else ""
+            problems.append(f"{where}: {err['msg']}{got}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def unknown_variables() -> list[str]:
+    """CNN_SERVE_* variables that match no setting: most likely typos."""
+    known = {_env_name(name) for name in Settings.model_fields} | {f"{ENV_PREFIX}MODEL_PATH"}
+    return sorted(
+        name for name in os.environ if name.upper().startswith(ENV_PREFIX)
+        and name.upper() not in known
+    )
+
+
+def get_settings(request: Request) -> Settings:
+    """FastAPI dependency: the settings the running app was started with."""
+    return request.app.state.settings
