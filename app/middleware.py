@@ -35,9 +35,11 @@ def _route_template(scope: Scope) -> str:
     requests the upload guard answered before routing."""
     route = scope.get("route")
     if route is None and "app" in scope:
-        route = next(
-            (r for r in scope["app"].routes if r.matches(scope)[0] is Match.FULL), None
-        )
+        for candidate in scope["app"].routes:
+            match, child_scope = candidate.matches(scope)
+            if match is Match.FULL:
+                route = child_scope.get("route", candidate)
+                break
     return getattr(route, "path", None) or "unmatched"
 
 
@@ -120,11 +122,13 @@ class UploadGuardMiddleware:
             return
 
         if path == "/predict/batch":
-            limit, what = settings.max_batch_bytes, "the whole /predict/batch request"
+            limit = settings.max_batch_bytes
+            detail = (f"the request is larger than the {limit:,}-byte limit for a whole "
+                      "/predict/batch request; send fewer or smaller images")
         else:
-            limit, what = settings.max_upload_bytes + MULTIPART_SLACK, "one image upload"
-        detail = (f"the request body is over the {limit:,}-byte limit for {what}; "
-                  "send a smaller image (or fewer at once)")
+            limit = settings.max_upload_bytes + MULTIPART_SLACK
+            detail = (f"the upload is larger than the {settings.max_upload_bytes:,}-byte limit "
+                      "per image; send a smaller image")
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await JSONResponse({"detail": detail}, 413)(scope, receive, send)

@@ -57,7 +57,8 @@ def _resolve_top_k(top_k: int | None, settings: Settings, predictor: Predictor) 
 async def _read(upload: UploadFile, limit: int, label: str) -> bytes:
     if upload.size is not None and upload.size > limit:
         raise PayloadTooLargeError(
-            f"{label} is {upload.size:,} bytes; the limit is {limit:,} bytes per image"
+            f"{label} is {upload.size:,} bytes, over the {limit:,}-byte limit per image; "
+            "send a smaller image"
         )
     return await upload.read()
 

@@ -1,0 +1,206 @@
+"""MicroBatcher on its own: batching, back-pressure, abandoned items, failures, shutdown.
+
+A threading.Event holds the "model" so each test decides exactly what is queued when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import pytest
+
+from app.batching import BatchFailedError, MicroBatcher, QueueFullError, WorkerUnavailableError
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the batcher is written for asyncio, as uvicorn runs it
+
+
+class Model:
+    """Doubles its inputs; records batch sizes; can be held closed or made to fail."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.error: Exception | None = None
+
+    def __call__(self, batch: list[int]) -> list[int]:
+        self.sizes.append(len(batch))
+        self.entered.set()
+        assert self.gate.wait(10), "test never opened the gate"
+        if self.error is not None:
+            raise self.error
+        return [2 * x for x in batch]
+
+
+@asynccontextmanager
+async def running(
+    model: Model, **kwargs: object
+) -> AsyncIterator[MicroBatcher[int, int]]:
+    options: dict = dict(max_batch_size=8, max_wait_s=0.0, capacity=100)
+    options.update(kwargs)
+    with ThreadPoolExecutor(1) as pool:
+        batcher: MicroBatcher[int, int] = MicroBatcher(model, executor=pool, **options)
+        batcher.start()
+        try:
+            yield batcher
+        finally:
+            model.gate.set()
+            await batcher.stop()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+async def admitted_submit(batcher: MicroBatcher[int, int], values: list[int]) -> list[int]:
+    with batcher.admit(len(values)):
+        return await batcher.submit(values)
+
+
+async def test_results_come_back_in_order() -> None:
+    async with running(Model()) as batcher:
+        assert await admitted_submit(batcher, [1, 2, 3]) == [2, 4, 6]
+
+
+async def test_requests_queued_while_the_model_runs_form_one_batch() -> None:
+    model = Model()
+    async with running(model) as batcher:
+        model.gate.clear()
+        first = asyncio.ensure_future(admitted_submit(batcher, [0]))
+        await until(model.entered.is_set)
+        rest = [asyncio.ensure_future(admitted_submit(batcher, [i])) for i in range(1, 6)]
+        await until(lambda: batcher.queued == 5)
+        model.gate.set()
+        assert await first == [0]
+        assert [r[0] for r in await asyncio.gather(*rest)] == [2, 4, 6, 8, 10]
+    assert model.sizes == [1, 5]
+
+
+async def test_batches_never_exceed_max_batch_size() -> None:
+    model = Model()
+    async with running(model, max_batch_size=4) as batcher:
+        assert await admitted_submit(batcher, list(range(10))) == [2 * i for i in range(10)]
+    assert model.sizes == [4, 4, 2]
+
+
+async def test_worker_waits_for_admitted_items_still_on_their_way() -> None:
+    model = Model()
+    async with running(model, max_wait_s=5.0) as batcher:
+        with batcher.admit(2):  # two admitted: one queued now, one "still decoding"
+            first = asyncio.ensure_future(batcher.submit([1]))
+            await asyncio.sleep(0.05)
+            assert model.sizes == []  # held back: another admitted item is coming
+            second = asyncio.ensure_future(batcher.submit([2]))
+            assert await first == [2] and await second == [4]
+    assert model.sizes == [2]
+
+
+async def test_lone_request_is_not_held_back_by_max_wait() -> None:
+    model = Model()
+    async with running(model, max_wait_s=60.0) as batcher:
+        async with asyncio.timeout(10):  # would hang for a minute if it waited
+            assert await admitted_submit(batcher, [7]) == [14]
+
+
+async def test_admit_past_capacity_fails_at_once_and_frees_on_exit() -> None:
+    async with running(Model(), capacity=3) as batcher:
+        with batcher.admit(2):
+            with pytest.raises(QueueFullError, match="3 images in flight"), batcher.admit(2):
+                pass
+            assert batcher.admitted == 2
+        assert batcher.admitted == 0
+        with batcher.admit(3):
+            pass
+
+
+async def test_abandoned_items_are_skipped_and_release_their_slots() -> None:
+    model = Model()
+    async with running(model) as batcher:
+        model.gate.clear()
+        first = asyncio.ensure_future(admitted_submit(batcher, [1]))
+        await until(model.entered.is_set)
+        quitter = asyncio.ensure_future(admitted_submit(batcher, [99]))
+        await until(lambda: batcher.queued == 1)
+        quitter.cancel()  # a timeout or a disconnect does exactly this
+        await asyncio.gather(quitter, return_exceptions=True)
+        assert batcher.admitted == 1
+        model.gate.set()
+        assert await first == [2]
+        assert await admitted_submit(batcher, [3]) == [6]
+    assert model.sizes == [1, 1]  # 99 never reached the model
+    assert batcher.admitted == 0
+
+
+async def test_model_error_fails_that_batch_and_the_worker_goes_on() -> None:
+    model = Model()
+    async with running(model) as batcher:
+        model.error = RuntimeError("CUDA exploded")
+        with pytest.raises(BatchFailedError, match="CUDA exploded"):
+            await admitted_submit(batcher, [1, 2])
+        model.error = None
+        assert await admitted_submit(batcher, [5]) == [10]
+        assert batcher.alive
+
+
+async def test_crashed_worker_fails_pending_items_and_reports_why() -> None:
+    def broken_observer(size: int, seconds: float) -> None:
+        raise ValueError("bug in a metrics hook")
+
+    model = Model()
+    async with running(model, on_batch=broken_observer) as batcher:
+        with pytest.raises(WorkerUnavailableError, match="crashed"):
+            await admitted_submit(batcher, [1])
+        assert not batcher.alive
+        assert "bug in a metrics hook" in (batcher.problem(stuck_after_s=60) or "")
+        with pytest.raises(WorkerUnavailableError):
+            batcher.admit(1).__enter__()
+
+
+async def test_stop_answers_queued_and_running_items() -> None:
+    model = Model()
+    async with running(model) as batcher:
+        model.gate.clear()
+        running_item = asyncio.ensure_future(admitted_submit(batcher, [1]))
+        await until(model.entered.is_set)
+        queued_item = asyncio.ensure_future(admitted_submit(batcher, [2]))
+        await until(lambda: batcher.queued == 1)
+        await batcher.stop()
+        for item in (running_item, queued_item):
+            with pytest.raises(WorkerUnavailableError, match="shutting down"):
+                await item
+        assert batcher.problem(stuck_after_s=60) is not None
+
+
+async def test_problem_reports_a_worker_stuck_on_one_batch() -> None:
+    model = Model()
+    async with running(model) as batcher:
+        assert batcher.problem(stuck_after_s=0.05) is None
+        model.gate.clear()
+        item = asyncio.ensure_future(admitted_submit(batcher, [1]))
+        await until(model.entered.is_set)
+        await until(lambda: batcher.problem(stuck_after_s=0.05) is not None)
+        assert "stuck on one batch" in (batcher.problem(stuck_after_s=0.05) or "")
+        model.gate.set()
+        assert await item == [2]
+        assert batcher.problem(stuck_after_s=0.05) is None
+
+
+async def test_submit_before_start_is_refused() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            Model(), executor=pool, max_batch_size=1, max_wait_s=0, capacity=1
+        )
+        with pytest.raises(WorkerUnavailableError, match="not started"):
+            await batcher.submit([1])

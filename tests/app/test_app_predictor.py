@@ -1,0 +1,51 @@
+"""Predictor: bytes → probabilities, nothing about HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from app_support import FIXED_PROBABILITIES, png
+
+from app.predictor import Predictor
+from models.images import UnsupportedImageError
+from models.preprocess import normalize
+
+
+def test_fixed_model_gives_hand_computed_probabilities(fixed_checkpoint: Path) -> None:
+    predictor = Predictor.from_checkpoint(fixed_checkpoint, max_pixels=10**6)
+    [row] = predictor.predict([predictor.decode(png())])
+    assert row == pytest.approx(FIXED_PROBABILITIES, abs=1e-6)
+
+
+def test_rows_are_softmax_of_logits_over_temperature(checkpoint: Path) -> None:
+    predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10**6)
+    images = [predictor.decode(png(color=(i * 50, 255 - i * 50, 7))) for i in range(4)]
+    meta = predictor.meta
+    with torch.inference_mode():
+        logits = predictor.model(normalize(torch.stack(images), meta.mean, meta.std))
+    expected = torch.softmax(logits / meta.temperature, dim=1)
+    batched = torch.tensor(predictor.predict(images))
+    one_by_one = torch.tensor([predictor.predict([img])[0] for img in images])
+    torch.testing.assert_close(batched, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(one_by_one, expected, atol=1e-6, rtol=0)
+
+
+def test_decode_gives_uint8_at_the_input_size(checkpoint: Path) -> None:
+    predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10**6)
+    tensor = predictor.decode(png((300, 200)))
+    assert tensor.dtype == torch.uint8 and tuple(tensor.shape) == (3, 32, 32)
+
+
+def test_decode_raises_image_errors(checkpoint: Path) -> None:
+    predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10**6)
+    with pytest.raises(UnsupportedImageError):
+        predictor.decode(b"GIF89a but not really")
+
+
+def test_describe_names_the_checkpoint(checkpoint: Path) -> None:
+    predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10**6)
+    assert predictor.describe() == {
+        "name": "random_cnn", "arch": "tutorial_cnn", "sha256": predictor.sha256[:12]
+    }
