@@ -41,6 +41,10 @@ class ImageTooLargeError(ImageError):
     pass
 
 
+def _too_many_pixels(max_pixels: int, exc: Exception) -> ImageTooLargeError:
+    return ImageTooLargeError(f"the image has more pixels than the limit of {max_pixels:,} ({exc})")
+
+
 def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Image:
     """Bytes → a fully decoded PIL image (first frame, EXIF orientation applied, any mode).
 
@@ -52,8 +56,9 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Ima
         raise EmptyImageError(f"the upload is empty; send a {ACCEPTED} image")
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"the image has too many pixels ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own bomb check fires first for headers claiming over ~89 megapixels.
+        raise _too_many_pixels(max_pixels, exc) from None
     except Exception:  # Pillow raises many types for bytes it does not recognise
         raise UnsupportedImageError(
             f"not an image in a supported format; accepted formats are {ACCEPTED}"
@@ -72,8 +77,8 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Ima
             img.draft("RGB", (target_size * 8, target_size * 8))
         img.load()
         return ImageOps.exif_transpose(img)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"the image has too many pixels ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _too_many_pixels(max_pixels, exc) from None
     except Exception as exc:  # truncated data, bad checksums, broken headers, …
         reason = str(exc) or type(exc).__name__
         raise CorruptImageError(

@@ -33,7 +33,7 @@ def _scale_high_bit_depth(img: Image.Image) -> Image.Image:
     else:
         # 'I;16*' holds 0…65535; 'I' (32-bit) is how Pillow often opens 16-bit PNGs.
         arr = np.clip(arr.astype(np.int64), 0, 65535) / 257.0
-    return Image.fromarray(np.rint(arr).astype(np.uint8), mode="L")
+    return Image.fromarray(np.rint(arr).astype(np.uint8))  # 2-D uint8 → mode "L"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

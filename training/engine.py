@@ -1,0 +1,167 @@
+"""One epoch of training and batched inference over in-memory uint8 images."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from models.preprocess import normalize
+from training.augment import random_crop_flip
+from training.distributed import World, shard
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; nothing is saved from such a run."""
+
+
+def cpu_has_fast_bf16() -> bool:
+    """bf16 only pays off on CPUs with native bf16 dot products (AVX512-BF16 or AMX).
+
+    Elsewhere (plain AVX2, for one) PyTorch emulates it and a step runs ~10× slower than fp32.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def choose_precision(device: torch.device, requested: str) -> str:
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}; choose one of: {', '.join(PRECISIONS)}")
+    if requested != "auto":
+        if requested == "fp16" and device.type == "cpu":
+            raise ValueError("fp16 autocast is for GPUs; on CPU use bf16 or fp32")
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@dataclass
+class Batches:
+    """Augmented, normalised batches of one epoch, in an order fixed by `generator`."""
+
+    images: torch.Tensor  # uint8 (N, 3, S, S), on the training device
+    labels: torch.Tensor
+    indices: torch.Tensor  # the whole training set; each rank takes its share per epoch
+    batch_size: int
+    mean: list[float]
+    std: list[float]
+    padding: int
+    flip: bool
+    generator: torch.Generator
+    channels_last: bool
+    world: World = World()
+
+    def __len__(self) -> int:
+        # Equal shares for every rank; the ragged last batch is dropped.
+        return len(self.indices) // self.world.size // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Every rank draws the same permutation (same generator seed), then takes its share.
+        order = self.indices[torch.randperm(len(self.indices), generator=self.generator)]
+        order = shard(order, self.world)
+        device = self.images.device
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size].to(device)
+            x = self.images[idx]
+            if self.padding or self.flip:
+                x = random_crop_flip(x, self.padding, self.flip, self.generator)
+            x = normalize(x, self.mean, self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    *,
+    label_smoothing: float,
+    precision: str,
+    device: torch.device,
+    log_every: int,
+    on_log: Callable[[float], None],
+    progress: bool,
+    description: str,
+) -> tuple[float, float]:
+    """The tutorial's loop (zero_grad / forward / loss / backward / step) over one epoch.
+
+    Returns (mean training loss, images per second). `on_log` receives the mean loss of the
+    last `log_every` steps. Raises TrainingDiverged on a non-finite loss.
+    """
+    model.train()
+    running = torch.zeros((), device=device)
+    total, window, steps = 0.0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(batches, desc=description, unit="batch", leave=False, disable=not progress)
+    for x, y in bar:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        running += loss.detach().float()
+        window += 1
+        steps += 1
+        if window == log_every or steps == len(batches):
+            mean_loss = float(running) / window  # one device sync per window, not per step
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(
+                    f"the training loss became {mean_loss} at step {steps} of {description}; "
+                    "lower --lr, or check the data. Nothing was saved from this epoch."
+                )
+            on_log(mean_loss)
+            total += mean_loss * window
+            running.zero_()
+            window = 0
+            rate = steps * batches.batch_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{mean_loss:.3f}", img_s=f"{rate:,.0f}")
+    elapsed = time.perf_counter() - start
+    return total / max(steps, 1), steps * batches.batch_size / max(elapsed, 1e-9)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    precision: str,
+    channels_last: bool,
+    batch_size: int = 1000,
+) -> torch.Tensor:
+    """float32 logits on the CPU for uint8 images, in order."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start:start + batch_size].to(device), mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)

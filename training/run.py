@@ -1,0 +1,400 @@
+"""Train an image classifier and write a checkpoint the service can load.
+
+    python -m training.run --dataset folder --data-dir ~/.cache/cifar10 \\
+        --output models/cifar10_tutorial_cnn.pt
+
+Default recipe, tutorial CNN unchanged, on the 50,000 CIFAR-10 training images (45,000 train /
+5,000 validation): MEASURED_PLACEHOLDER
+
+The run reads top to bottom: data, network, optimiser, loop (with validation each epoch and a
+resumable state after each), then calibration, the one test evaluation, reports, checkpoint.
+Under `torchrun --nproc_per_node N` the same file runs DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm, trange
+
+from models.architectures import (
+    ARCHITECTURES,
+    build_model,
+    get_architecture,
+    load_pretrained_backbone,
+)
+from models.checkpoint import CheckpointMeta, save_checkpoint
+from models.devices import resolve_device
+from training.data import (
+    DATASETS,
+    DatasetError,
+    channel_stats,
+    default_cache_dir,
+    load_dataset,
+    stratified_split,
+)
+from training.distributed import World, barrier, device_for, init_world, shutdown
+from training.engine import (
+    PRECISIONS,
+    Batches,
+    TrainingDiverged,
+    choose_precision,
+    predict_logits,
+    train_one_epoch,
+)
+from training.resume import ResumeError, generator_for_epoch, load_state, save_state, state_path_for
+from training.summary import finish_run
+
+log = logging.getLogger("training.run")
+
+# ImageNet statistics, for torchvision's pretrained VGG16.
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The default hyper-parameters, with why. Every one is a flag of the same name."""
+
+    epochs: int = 40  # one-cycle over 40 epochs; see the module docstring for what it reaches
+    batch_size: int = 128  # images per step (per process under torchrun)
+    lr: float = 0.05  # peak learning rate of the schedule (SGD); AdamW wants ~0.003
+    momentum: float = 0.9  # SGD momentum, Nesterov
+    weight_decay: float = 5e-4  # L2 on weights, per step
+    label_smoothing: float = 0.0  # 0 = plain cross-entropy; temperature scaling calibrates after
+    crop_padding: int = 4  # random crops of the image padded by this many pixels
+    val_fraction: float = 0.1  # held out from the training images, stratified
+    patience: int = 10  # epochs without a better validation accuracy before stopping
+    log_every: int = 50  # steps between training-loss points in TensorBoard
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    r = Recipe()
+    p = argparse.ArgumentParser(
+        prog="python -m training.run",
+        description="Train an image classifier; writes a checkpoint, a JSON report, a "
+        "confusion-matrix PNG and TensorBoard curves.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", default="cifar10", choices=DATASETS,
+                   help="cifar10: torchvision's CIFAR-10 under --data-dir (downloaded if online); "
+                   "folder: --data-dir/train/<class>/* and optional --data-dir/test/<class>/*")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the data lives")
+    p.add_argument("--arch", default="tutorial_cnn", choices=sorted(ARCHITECTURES),
+                   help="network architecture")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="image side in pixels (default: the architecture's)")
+    p.add_argument("--pretrained", type=Path, default=None,
+                   help="local file of ImageNet weights for vgg16 (torchvision's state_dict)")
+    p.add_argument("--epochs", type=int, default=r.epochs, help="maximum epochs")
+    p.add_argument("--batch-size", type=int, default=r.batch_size, help="images per step")
+    p.add_argument("--lr", type=float, default=r.lr, help="peak learning rate")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),
+                   help="SGD with Nesterov momentum, or AdamW")
+    p.add_argument("--momentum", type=float, default=r.momentum, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=r.weight_decay, help="weight decay")
+    p.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine"),
+                   help="learning-rate schedule, stepped every batch")
+    p.add_argument("--label-smoothing", type=float, default=r.label_smoothing,
+                   help="cross-entropy label smoothing")
+    p.add_argument("--crop-padding", type=int, default=r.crop_padding,
+                   help="random-crop padding in pixels (0 disables cropping)")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="disable random horizontal flips")
+    p.add_argument("--val-fraction", type=float, default=r.val_fraction,
+                   help="fraction of the training images held out for validation")
+    p.add_argument("--patience", type=int, default=r.patience,
+                   help="stop after this many epochs without a better validation accuracy "
+                   "(0: never stop early)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, init and data order")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA if present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16/fp16 autocast on CUDA, bf16 on CPUs with native bf16, "
+                   "else fp32")
+    p.add_argument("--output", type=Path, default=None,
+                   help="checkpoint path (default: checkpoints/<dataset>_<arch>.pt); the JSON "
+                   "report, PNGs and the resumable NAME.state.pt are written beside it")
+    p.add_argument("--logdir", type=Path, default=None,
+                   help="TensorBoard folder (default: runs/<dataset>_<arch>_<time>)")
+    p.add_argument("--log-every", type=int, default=r.log_every,
+                   help="steps between training-loss points")
+    p.add_argument("--resume", type=Path, default=None,
+                   help="continue an interrupted run from its NAME.state.pt; its own settings "
+                   "are used, except --device, --stop-after and --no-progress")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="end this invocation after N more epochs, leaving a resumable state "
+                   "(for time-boxed runs)")
+    p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+                   help="where decoded images are cached between runs")
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="decode the images again instead of using or writing the cache")
+    p.add_argument("--no-download", dest="download", action="store_false",
+                   help="never try to download CIFAR-10")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (for logs)")
+    return p
+
+
+# Flags that may differ when resuming; everything else comes from the interrupted run.
+RESUME_OVERRIDES = ("device", "stop_after", "progress", "resume")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "log_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.lr <= 0:
+        raise ValueError("--lr must be positive")
+    arch = get_architecture(args.arch)
+    if args.input_size is None:
+        args.input_size = arch.default_input_size
+    if arch.fixed_input_size and args.input_size != arch.default_input_size:
+        raise ValueError(f"{args.arch} only takes --input-size {arch.default_input_size}")
+    if args.output is None:
+        args.output = Path("checkpoints") / f"{args.dataset}_{args.arch}.pt"
+    if args.logdir is None:
+        args.logdir = Path("runs") / f"{args.dataset}_{args.arch}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def _restore_args(args: argparse.Namespace, saved: dict[str, Any]) -> argparse.Namespace:
+    merged = dict(saved)
+    for key in RESUME_OVERRIDES:
+        merged[key] = getattr(args, key)
+    for key in ("data_dir", "output", "logdir", "cache_dir", "pretrained"):
+        if merged.get(key) is not None:
+            merged[key] = Path(merged[key])
+    return argparse.Namespace(**merged)
+
+
+def _make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                           nesterov=args.momentum > 0, weight_decay=args.weight_decay)
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int):
+    total = args.epochs * steps_per_epoch
+    if args.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=total, pct_start=0.25,
+        anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0,
+    )
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or resume) one training; returns the summary rank 0 prints."""
+    state: dict[str, Any] | None = None
+    if args.resume is not None:
+        state = load_state(args.resume)
+        args = _restore_args(args, state["args"])
+    _validate(args)
+    world = init_world(args.device)
+    try:
+        return _train(args, world, state)
+    finally:
+        shutdown(world)
+
+
+def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None) -> dict[str, Any]:
+    device = device_for(world, resolve_device(args.device))
+    precision = choose_precision(device, args.precision)
+    channels_last = device.type in ("cpu", "cuda")
+    progress = args.progress and world.is_main
+    torch.manual_seed(args.seed)
+
+    # --- data: decoded once into uint8 tensors, validation held out per class -------------
+    train_all, test = load_dataset(
+        args.dataset, args.data_dir, args.input_size,
+        cache_dir=args.cache_dir if args.cache else None,
+        download=args.download, progress=progress,
+    )
+    train_idx, val_idx = stratified_split(train_all.labels, args.val_fraction, args.seed)
+    if state is not None:
+        mean, std = state["mean"], state["std"]
+    elif args.pretrained is not None:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = channel_stats(train_all.images[train_idx])
+    classes = train_all.classes
+    images = train_all.images.to(device)
+    labels = train_all.labels.to(device)
+
+    # --- network -------------------------------------------------------------------------
+    model = build_model(args.arch, len(classes))
+    if args.pretrained is not None and state is None:
+        fresh = load_pretrained_backbone(model, args.arch, args.pretrained)
+        log.info("loaded %s; freshly initialised: %s", args.pretrained, ", ".join(fresh))
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    train_model = model
+    if world.distributed:
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    # --- optimiser, schedule, mixed precision --------------------------------------------
+    steps_per_epoch = len(train_idx) // world.size // args.batch_size
+    if steps_per_epoch < 1:
+        raise DatasetError(
+            f"{len(train_idx)} training images make no full batch of {args.batch_size} per "
+            f"process; lower --batch-size"
+        )
+    optimizer = _make_optimizer(model, args)
+    scheduler = _make_scheduler(optimizer, args, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    start_epoch, best, history, seconds = 0, {"accuracy": -1.0, "epoch": 0}, [], 0.0
+    best_state: dict[str, torch.Tensor] = {}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, best, history = state["epoch"], state["best"], state["history"]
+        best_state, seconds = state["best_state"], state["seconds"]
+        if state["stopped_early"]:  # the loop had already ended; only the final steps remain
+            start_epoch = args.epochs
+        log.info("resuming %s after epoch %d", args.resume, start_epoch)
+
+    writer = None
+    if world.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(args.logdir), purge_step=start_epoch * steps_per_epoch)
+    state_file = state_path_for(args.output)
+    eval_kw = dict(mean=mean, std=std, device=device, precision=precision,
+                   channels_last=channels_last)
+
+    # --- loop: train, validate, keep the best, save a resumable state ------------------------
+    stopped_early = bool(state and state["stopped_early"])
+    epoch_bar = trange(start_epoch, args.epochs, desc="epochs", unit="epoch",
+                       initial=start_epoch, total=args.epochs, disable=not progress)
+    for epochs_this_run, epoch in enumerate(epoch_bar, start=1):
+        t0 = time.perf_counter()
+        batches = Batches(images, labels, train_idx, args.batch_size, mean, std,
+                          args.crop_padding, args.flip, generator_for_epoch(args.seed, epoch),
+                          channels_last, world)
+        step0 = epoch * steps_per_epoch
+        logged = [0]
+
+        def on_log(loss: float, step0: int = step0, logged: list[int] = logged) -> None:
+            logged[0] += args.log_every
+            if writer is not None:
+                writer.add_scalar("train/loss", loss, step0 + min(logged[0], steps_per_epoch))
+
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, rate = train_one_epoch(
+            train_model, batches, optimizer, scheduler, scaler,
+            label_smoothing=args.label_smoothing, precision=precision, device=device,
+            log_every=args.log_every, on_log=on_log, progress=progress,
+            description=f"epoch {epoch + 1}/{args.epochs}",
+        )
+        val_logits = predict_logits(model, images[val_idx.to(device)], **eval_kw)
+        val_labels = train_all.labels[val_idx]
+        val_loss = float(F.cross_entropy(val_logits, val_labels))
+        val_acc = float((val_logits.argmax(1) == val_labels).float().mean())
+        seconds += time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 4),
+                        "val_loss": round(val_loss, 4), "val_accuracy": round(val_acc, 4),
+                        "lr": lr, "images_per_s": round(rate * world.size, 1)})
+        if writer is not None:
+            writer.add_scalar("val/loss", val_loss, epoch + 1)
+            writer.add_scalar("val/accuracy", val_acc, epoch + 1)
+            writer.add_scalar("lr", lr, epoch + 1)
+            writer.add_scalar("train/images_per_s", rate * world.size, epoch + 1)
+            writer.flush()
+        if val_acc > best["accuracy"]:
+            best = {"accuracy": val_acc, "epoch": epoch + 1}
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if world.is_main:
+            line = (f"epoch {epoch + 1:3d}  train loss {train_loss:.4f}  val loss "
+                    f"{val_loss:.4f}  val acc {val_acc:.2%}  {rate * world.size:,.0f} img/s")
+            if progress:
+                tqdm.write(line)
+            else:
+                log.info(line)
+        stopped_early = args.patience > 0 and epoch + 1 - best["epoch"] >= args.patience
+        if world.is_main:
+            save_state(state_file, {
+                "args": _args_to_dict(args), "epoch": epoch + 1, "mean": mean, "std": std,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": torch.get_rng_state(), "best": best, "best_state": best_state,
+                "history": history, "seconds": seconds, "stopped_early": stopped_early,
+            })
+        barrier(world)
+        if stopped_early:
+            log.info("no better validation accuracy for %d epochs: stopping", args.patience)
+            break
+        if args.stop_after is not None and epochs_this_run >= args.stop_after \
+                and epoch + 1 < args.epochs:
+            if writer is not None:
+                writer.close()
+            return {"status": "paused", "epoch": epoch + 1, "resume": str(state_file)}
+
+    # --- the best epoch's weights: calibrate, test once, report, checkpoint -----------------
+    model.load_state_dict(best_state)
+    if not world.is_main:
+        return {"status": "done"}
+    meta = CheckpointMeta(
+        arch=args.arch, classes=classes, input_size=args.input_size, mean=mean, std=std,
+        epochs=len(history),
+        data={"dataset": args.dataset, "source": train_all.source,
+              "train_images": len(train_idx), "val_images": len(val_idx),
+              "test_images": len(test) if test is not None else 0,
+              "val_fraction": args.val_fraction, "split_seed": args.seed},
+        training={**{k: v for k, v in _args_to_dict(args).items()
+                     if k not in ("resume", "stop_after", "progress", "cache_dir", "cache")},
+                  "device": str(device), "precision": precision, "channels_last": channels_last,
+                  "world_size": world.size, "train_seconds": round(seconds, 1),
+                  "best_epoch": best["epoch"], "stopped_early": stopped_early},
+    )
+    summary = finish_run(
+        model, meta, writer,
+        val=(images[val_idx.to(device)], train_all.labels[val_idx]),
+        test=(test.images, test.labels) if test is not None else None,
+        history=history, eval_kw=eval_kw, output=args.output,
+        global_step=len(history),
+    )
+    save_checkpoint(args.output, model, meta)
+    writer.close()
+    return {"status": "done", **summary}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = get_args_parser().parse_args(argv)
+    try:
+        summary = main(args)
+    except (DatasetError, ResumeError, TrainingDiverged, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; continue with --resume NAME.state.pt", file=sys.stderr)
+        return 130
+    if summary.get("status") == "paused":
+        print(f"paused after epoch {summary['epoch']}; continue with "
+              f"--resume {summary['resume']}")
+    elif "lines" in summary:
+        print("\n".join(summary["lines"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
