@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from app.batching import BatchFailedError, QueueFullError, WorkerUnavailableError
 from app.disconnect import ClientDisconnectedError
 from app.service import InferenceTimeoutError
+from app.settings import NotStartedError
 from models.images import (
     ACCEPTED,
     CorruptImageError,
@@ -61,12 +62,13 @@ async def _image_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _retry_after(request: Request) -> dict[str, str]:
-    return {"Retry-After": str(request.app.state.settings.retry_after_s)}
+    settings = request.app.state.settings
+    return {"Retry-After": str(settings.retry_after_s if settings else 1)}
 
 
 async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
-    seconds = request.app.state.settings.retry_after_s
-    return _error(503, f"{exc}; retry in {seconds} s", _retry_after(request))
+    headers = _retry_after(request)
+    return _error(503, f"{exc}; retry in {headers['Retry-After']} s", headers)
 
 
 async def _worker_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -117,6 +119,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     ImageError: _image_error,
     QueueFullError: _queue_full,
     WorkerUnavailableError: _worker_unavailable,
+    NotStartedError: _worker_unavailable,
     InferenceTimeoutError: _timeout,
     BatchFailedError: _batch_failed,
     ClientDisconnectedError: _disconnected,

@@ -120,6 +120,13 @@ def unknown_variables() -> list[str]:
     )
 
 
+class NotStartedError(RuntimeError):
+    """A request arrived before the lifespan read the settings (or after shutdown)."""
+
+
 def get_settings(request: Request) -> Settings:
     """FastAPI dependency: the settings the running app was started with."""
-    return request.app.state.settings
+    settings: Settings | None = request.app.state.settings
+    if settings is None:
+        raise NotStartedError("the service has not started")
+    return settings

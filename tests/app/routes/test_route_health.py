@@ -42,6 +42,8 @@ def test_healthz_is_503_before_startup_and_after_shutdown(checkpoint: Path) -> N
     response = unstarted.get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "detail": "the model is not loaded"}
+    early = unstarted.post("/predict", files={"file": ("x.png", b"x")})
+    assert early.status_code == 503 and early.headers["retry-after"] == "1"
     with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
     assert unstarted.get("/healthz").status_code == 503

@@ -1,0 +1,33 @@
+"""`python -m app`: uvicorn with host, port and worker processes taken from the settings.
+
+Same as `uvicorn app.main:app --host … --port … --workers …`, but configured like the rest
+of the service (CNN_SERVE_HOST, CNN_SERVE_PORT, CNN_SERVE_WORKERS) and without uvicorn's
+access log, since the app writes its own JSON access line per request.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from app.settings import SettingsError, load_settings
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.exit(f"cnn-serve: {exc}")
+    uvicorn.run(
+        "app.main:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""`python -m app` (app/__main__.py): uvicorn configured from the settings."""
+
+from __future__ import annotations
+
+import pytest
+import uvicorn
+
+from app.__main__ import main
+
+
+def test_runs_uvicorn_with_host_port_and_workers_from_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append((a, kw)))
+    monkeypatch.setenv("CNN_SERVE_HOST", "0.0.0.0")
+    monkeypatch.setenv("CNN_SERVE_PORT", "9000")
+    monkeypatch.setenv("CNN_SERVE_WORKERS", "2")
+    main()
+    assert calls == [(("app.main:app",), {"host": "0.0.0.0", "port": 9000, "workers": 2,
+                                           "log_level": "info", "access_log": False})]
+
+
+def test_bad_settings_exit_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNN_SERVE_WORKERS", "0")
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert str(info.value).startswith("cnn-serve: invalid settings: CNN_SERVE_WORKERS")
