@@ -64,8 +64,7 @@ def _resolve_settings(app: FastAPI) -> Settings:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = _resolve_settings(app)
-    if settings.torch_threads is not None:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(settings.torch_threads)
     try:
         predictor = await asyncio.to_thread(
             Predictor.from_checkpoint,
