@@ -12,10 +12,18 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import Request
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models import DEFAULT_CHECKPOINT
+from models.devices import resolve_device
 from models.images import PILLOW_PIXEL_CEILING
 
 ENV_PREFIX = "CNN_SERVE_"
@@ -77,6 +85,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, value: str) -> str:
+        resolve_device(value)  # ValueError naming the choices, or saying what is missing
+        return value
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:

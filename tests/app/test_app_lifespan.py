@@ -108,11 +108,15 @@ def test_startup_reads_and_validates_the_environment(
         pass
 
 
-def test_unavailable_device_is_refused(checkpoint: Path) -> None:
+def test_unavailable_device_is_refused_at_startup(
+    monkeypatch: pytest.MonkeyPatch, checkpoint: Path
+) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(StartupError, match="CUDA is not available"), \
-            TestClient(create_app(settings_for(checkpoint, device="cuda"))):
+    monkeypatch.setenv("MODEL_PATH", str(checkpoint))
+    monkeypatch.setenv("CNN_SERVE_DEVICE", "cuda")
+    with pytest.raises(StartupError, match="CNN_SERVE_DEVICE: .*CUDA is not available"), \
+            TestClient(create_app()):
         pass
 
 

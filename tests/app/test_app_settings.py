@@ -64,6 +64,7 @@ def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
         ("CNN_SERVE_LOG_LEVEL", "loud", "'debug', 'info', 'warning', 'error' or 'critical'"),
         ("CNN_SERVE_API_KEY", "short", "api_key must be at least 8 characters"),
         ("CNN_SERVE_MAX_BATCH_BYTES", "10", "max_batch_bytes must be at least max_upload_bytes"),
+        ("CNN_SERVE_DEVICE", "tpu", "CNN_SERVE_DEVICE: Value error, unknown device 'tpu'"),
     ],
 )
 def test_bad_value_is_one_clear_sentence_naming_the_variable(
