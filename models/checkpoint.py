@@ -88,7 +88,10 @@ class CheckpointMeta:
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        raw = asdict(self)
+        # torch.__version__ is a str subclass that weights_only loading refuses.
+        raw["torch_version"] = str(raw["torch_version"])
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CheckpointMeta:

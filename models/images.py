@@ -72,7 +72,7 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Ima
             f"the limit is {max_pixels:,}"
         )
     try:
-        if img.format == "JPEG":
+        if img.format in ("JPEG", "MPO"):  # MPO: JPEGs with extra frames (phone photos)
             # Ask for 8× the target: enough for a good antialiased resize afterwards.
             img.draft("RGB", (target_size * 8, target_size * 8))
         img.load()

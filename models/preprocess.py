@@ -38,10 +38,13 @@ def _scale_high_bit_depth(img: Image.Image) -> Image.Image:
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode → 8-bit RGB. Transparency is composited over white."""
-    if img.mode == "RGB":
+    if img.mode == "RGB" and "transparency" not in img.info:
         return img
+    if "transparency" in img.info and img.mode in ("P", "L", "RGB"):
+        # A palette entry or colour key marked transparent: make it real alpha first.
+        img = img.convert("RGBA")
     if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        img = img.convert("RGB")
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
         img = _scale_high_bit_depth(img)
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

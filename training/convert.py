@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import io
 import pickle
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,10 @@ def _load_whole_model(data: bytes, source: Path) -> Any:
         with torch.serialization.safe_globals(allowed):
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConversionError(f"{source}: refused: {str(exc).splitlines()[0][:300]}") from None
+        # torch wraps the unpickler's reason in a long generic text; keep only the reason.
+        reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+        detail = reason.group(1) if reason else str(exc).splitlines()[0]
+        raise ConversionError(f"{source}: refused: {detail[:300]}") from None
 
 
 def _find_state_dict(obj: Any, source: Path) -> dict[str, torch.Tensor]:

@@ -164,6 +164,12 @@ def test_an_unavailable_device_is_a_checkpoint_error(saved) -> None:
         load_checkpoint(saved[0], "cuda")
 
 
+def test_a_torch_version_object_in_meta_still_saves_a_loadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model("tutorial_cnn", 10), meta(torch_version=torch.__version__))
+    assert load_checkpoint(path).meta.torch_version == str(torch.__version__)
+
+
 def test_read_checkpoint_does_not_build_a_network(saved) -> None:
     state, m, sha = read_checkpoint(saved[0])
     assert m.arch == "tutorial_cnn" and "model.0.weight" in state and len(sha) == 64

@@ -104,8 +104,12 @@ def test_the_first_frame_of_an_animated_gif_is_used() -> None:
     assert out.getpixel((0, 0)) == (255, 0, 0)
 
 
-def test_a_large_jpeg_is_decoded_at_reduced_size() -> None:
-    data = encode(Image.new("RGB", (4000, 3000), (0, 128, 0)), "JPEG")
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO"])
+def test_a_large_jpeg_is_decoded_at_reduced_size(fmt: str) -> None:
+    big = Image.new("RGB", (4000, 3000), (0, 128, 0))
+    params = {"save_all": True, "append_images": [big]} if fmt == "MPO" else {}
+    data = encode(big, fmt, **params)
+    assert Image.open(io.BytesIO(data)).format == fmt
     out = decode(data, max_pixels=20_000_000)
     # DCT scaling gives the smallest 1/2, 1/4 or 1/8 scale still ≥ 256 px (8 × 32).
     assert out.size == (500, 375)

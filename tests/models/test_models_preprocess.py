@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,16 @@ def test_palette_transparency_is_honoured() -> None:
     img.putpixel((1, 0), 1)
     img.info["transparency"] = 0
     assert pixels(to_rgb(img)) == [(255, 255, 255), (200, 100, 50)]
+
+
+@pytest.mark.parametrize(("mode", "key", "colour"), [("RGB", (0, 0, 0), (10, 20, 30)),
+                                                    ("L", 0, (77, 77, 77))])
+def test_a_png_colour_key_is_transparent_too(mode, key, colour) -> None:
+    img = Image.new(mode, (2, 1), key)
+    img.putpixel((1, 0), colour if mode == "RGB" else colour[0])
+    buf = io.BytesIO()
+    img.save(buf, "PNG", transparency=key)
+    assert pixels(to_rgb(Image.open(buf))) == [(255, 255, 255), colour]
 
 
 def test_16_bit_greyscale_is_scaled_not_clipped() -> None:
