@@ -1,0 +1,1 @@
+"""The offline trainer: `python -m training.run`, plus predict, evaluate and convert."""
