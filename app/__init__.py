@@ -1,0 +1,1 @@
+"""The HTTP service: `uvicorn app.main:app`."""
