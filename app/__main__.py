@@ -1,8 +1,10 @@
 """`python -m app`: uvicorn with host, port and worker processes taken from the settings.
 
 Same as `uvicorn app.main:app --host … --port … --workers …`, but configured like the rest
-of the service (CNN_SERVE_HOST, CNN_SERVE_PORT, CNN_SERVE_WORKERS) and without uvicorn's
-access log, since the app writes its own JSON access line per request.
+of the service (CNN_SERVE_HOST, CNN_SERVE_PORT, CNN_SERVE_WORKERS; one worker process per
+available CPU by default) and without uvicorn's access log, since the app writes its own JSON
+access line per request. uvicorn picks uvloop and httptools when they are installed (they are,
+with uvicorn[standard]).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def main() -> None:
         "app.main:app",
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
+        workers=settings.worker_count,
         log_level=settings.log_level,
         access_log=False,
     )

@@ -13,6 +13,7 @@ from app.lifespan import QuietStartupFailure, lifespan
 from app.middleware import RequestContextMiddleware, UploadGuardMiddleware
 from app.observability import Metrics
 from app.routes import health, metrics, model, predict
+from app.security import document_api_key
 from app.settings import Settings
 
 DESCRIPTION = """Classifies images with a CIFAR-10-style CNN loaded from a checkpoint.
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (predict, health, model, metrics):
         app.include_router(module.router)
+    document_api_key(app)
     app.add_middleware(UploadGuardMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.add_middleware(QuietStartupFailure)  # outermost; only sees the lifespan

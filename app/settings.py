@@ -7,6 +7,7 @@ bad value into one sentence naming the variable, so startup can fail with a clea
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -30,8 +31,24 @@ ENV_PREFIX = "CNN_SERVE_"
 MiB = 1024 * 1024
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
+    (`docker run --cpus=2` on a 16-core host gives 2, not 16)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            count = min(count or 1, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count or 1)
+
+
 def _default_decode_threads() -> int:
-    return min(4, os.cpu_count() or 1)
+    return min(4, available_cpus())
 
 
 class Settings(BaseSettings):
@@ -73,8 +90,12 @@ class Settings(BaseSettings):
     )
     # One intra-op thread per process: the event loop and decode threads need the other
     # cores, and on a shared 2-core box 2 threads made a batch-1 forward 2.8× slower
-    # (5.4 ms vs 1.9 ms). Raise it for big models (vgg16) on CPU.
+    # (5.4 ms vs 1.9 ms). Raise it for big models (vgg16) on CPU, with fewer workers:
+    # workers × torch_threads should not exceed the cores.
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per process")
+    channels_last: bool = Field(
+        True, description="run the network on channels-last (NHWC) tensors; faster on CPU"
+    )
     # Responses, security, logging.
     default_top_k: int = Field(3, ge=1, description="top_k when the query does not say")
     api_key: SecretStr | None = Field(
@@ -84,7 +105,20 @@ class Settings(BaseSettings):
     # Used only by `python -m app`.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1, le=64)
+    # Each worker is a process with its own model, event loop and batcher. The HTTP and
+    # multipart work is pure Python under one GIL per process, so one process per core is
+    # what used both cores of a 2-core box (see bench/serve.py and the README).
+    workers: int | None = Field(
+        None, ge=1, le=64,
+        description="server processes (default: one per available CPU; 1 on a GPU)",
+    )
+
+    @property
+    def worker_count(self) -> int:
+        """`workers`, or its default: one process per CPU, or a single one that owns the GPU."""
+        if self.workers is not None:
+            return self.workers
+        return available_cpus() if resolve_device(self.device).type == "cpu" else 1
 
     @field_validator("device")
     @classmethod
@@ -139,8 +173,9 @@ class NotStartedError(RuntimeError):
     """A request arrived before the lifespan read the settings (or after shutdown)."""
 
 
-def get_settings(request: Request) -> Settings:
-    """FastAPI dependency: the settings the running app was started with."""
+async def get_settings(request: Request) -> Settings:
+    """FastAPI dependency: the settings the running app was started with. (`async` so that
+    FastAPI calls it inline; a plain `def` dependency costs a thread-pool hop per request.)"""
     settings: Settings | None = request.app.state.settings
     if settings is None:
         raise NotStartedError("the service has not started")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import uvicorn
 
+import app.settings as settings_module
 from app.__main__ import main
 
 
@@ -26,3 +27,12 @@ def test_bad_settings_exit_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(SystemExit) as info:
         main()
     assert str(info.value).startswith("cnn-serve: invalid settings: CNN_SERVE_WORKERS")
+
+
+def test_workers_default_to_the_settings_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    monkeypatch.setattr(settings_module, "available_cpus", lambda: 3)
+    monkeypatch.setenv("CNN_SERVE_DEVICE", "cpu")
+    main()
+    assert calls[0]["workers"] == 3

@@ -49,3 +49,16 @@ def test_describe_names_the_checkpoint(checkpoint: Path) -> None:
     assert predictor.describe() == {
         "name": "random_cnn", "arch": "tutorial_cnn", "sha256": predictor.sha256[:12]
     }
+
+
+def test_channels_last_gives_the_same_probabilities(checkpoint: Path) -> None:
+    fast = Predictor.from_checkpoint(checkpoint, max_pixels=10**6)
+    plain = Predictor.from_checkpoint(checkpoint, max_pixels=10**6, channels_last=False)
+    assert fast.model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    first = next(fast.model.parameters())
+    assert first.is_contiguous(memory_format=torch.channels_last)
+    images = [fast.decode(png(color=(i * 60, 20, 255 - i * 60))) for i in range(3)]
+    torch.testing.assert_close(
+        torch.tensor(fast.predict(images)), torch.tensor(plain.predict(images)),
+        atol=1e-6, rtol=0,
+    )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from app.settings import Settings, SettingsError, load_settings, unknown_variables
+import app.settings as settings_module
+from app.settings import Settings, SettingsError, available_cpus, load_settings, unknown_variables
 from models import DEFAULT_CHECKPOINT
 from models.images import PILLOW_PIXEL_CEILING
 
@@ -88,3 +90,34 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(ValueError, match="frozen"):
         s.max_batch_size = 3  # type: ignore[misc]
+
+
+def test_workers_default_to_one_per_available_cpu_on_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings_module, "available_cpus", lambda: 3)
+    assert Settings(device="cpu").workers is None
+    assert Settings(device="cpu").worker_count == 3
+    assert Settings(device="cpu", workers=5).worker_count == 5
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1), ("garbage", None)],
+)
+def test_available_cpus_honours_a_cgroup_quota(
+    tmp_path: Path, cpu_max: str, expected: int | None
+) -> None:
+    mask = len(os.sched_getaffinity(0))
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    assert available_cpus(path) == min(mask, expected or mask)
+    assert available_cpus(tmp_path / "missing") == mask
+
+
+def test_channels_last_is_on_by_default_and_can_be_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().channels_last is True
+    monkeypatch.setenv("CNN_SERVE_CHANNELS_LAST", "false")
+    assert load_settings().channels_last is False
