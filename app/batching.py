@@ -10,6 +10,9 @@ Back-pressure is explicit: callers `admit(n)` before doing any work. Past `capac
 items `QueueFullError` is raised at once, so overload turns into fast rejections, not latency.
 Items whose caller gave up (timeout, disconnect) are skipped, and every item is released when
 its caller leaves, whatever the reason.
+
+`fn` may put an exception in an item's place in its results: that item alone fails with it
+(a bad image in a batch fails its own request, not the others).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ BatchObserver = Callable[[int, float], None]
 class MicroBatcher(Generic[T, R]):
     def __init__(
         self,
-        fn: Callable[[list[T]], Sequence[R]],
+        fn: Callable[[list[T]], Sequence[R | Exception]],
         *,
         executor: Executor,
         max_batch_size: int,
@@ -145,7 +148,16 @@ class MicroBatcher(Generic[T, R]):
             self._admitted -= n
 
     async def submit(self, payloads: Sequence[T]) -> list[R]:
-        """Queue the payloads and wait for their results, in order."""
+        """Queue the payloads and wait for their results, in order. An item's exception is
+        raised (the first in payload order when several failed)."""
+        results = await self.submit_all(payloads)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results  # type: ignore[return-value]
+
+    async def submit_all(self, payloads: Sequence[T]) -> list[R | BaseException]:
+        """Like submit, but each failed item's exception is returned in its place."""
         if not self.alive:
             raise WorkerUnavailableError(self._stopped_reason)
         loop = asyncio.get_running_loop()
@@ -153,7 +165,9 @@ class MicroBatcher(Generic[T, R]):
         for item in items:
             self._queue.put_nowait(item)
         try:
-            return list(await asyncio.gather(*(item.future for item in items)))
+            return list(await asyncio.gather(
+                *(item.future for item in items), return_exceptions=True
+            ))
         finally:
             # Abandoned items (timeout, disconnect, a sibling's error) are skipped by the worker.
             for item in items:
@@ -201,9 +215,14 @@ class MicroBatcher(Generic[T, R]):
                 continue
             finally:
                 self._busy_since = None
-            if self._on_batch is not None:
-                self._on_batch(len(batch), time.monotonic() - started)
+            predicted = sum(not isinstance(r, Exception) for r in results)
+            if self._on_batch is not None and predicted:  # images that reached the model
+                self._on_batch(predicted, time.monotonic() - started)
             for item, result in zip(batch, results, strict=True):
-                if not item.future.done():
+                if item.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    item.future.set_exception(result)
+                else:
                     item.future.set_result(result)
             self._batch = []

@@ -1,7 +1,8 @@
 """Image bytes → class probabilities. Knows the model, nothing about HTTP or asyncio.
 
-`decode` runs in the decode thread pool (one image at a time); `predict` runs in the
-inference thread on a whole micro-batch. Both are plain blocking functions.
+`decode` runs in the decode thread pool (one image at a time); `predict_payloads` runs in the
+inference thread on a whole micro-batch, decoding the small uploads that were queued as bytes
+on the way. All are plain blocking functions.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from PIL import Image
 
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from models.images import decode_image
+from models.images import ImageError, decode_image
 from models.preprocess import image_to_uint8, normalize
 
 SHA_PREFIX = 12  # hex digits of the checkpoint's sha256 shown with every prediction
@@ -72,6 +73,26 @@ class Predictor:
             logits = self.model(normalize(batch, self.meta.mean, self.meta.std))
             probs = torch.softmax(logits.float() / self.meta.temperature, dim=1)
         return probs.cpu().tolist()
+
+    def predict_payloads(
+        self, payloads: Sequence[bytes | torch.Tensor]
+    ) -> list[list[float] | ImageError]:
+        """The micro-batch function: bytes are decoded here, tensors (from `decode`) are used
+        as they are. A bad image's ImageError takes its place in the results; the rest of
+        the batch goes through the model."""
+        results: list[list[float] | ImageError] = []
+        images: list[torch.Tensor] = []
+        for payload in payloads:
+            if isinstance(payload, bytes):
+                try:
+                    payload = self.decode(payload)
+                except ImageError as exc:
+                    results.append(exc)
+                    continue
+            results.append([])  # filled in below
+            images.append(payload)
+        rows = iter(self.predict(images) if images else ())
+        return [r if isinstance(r, ImageError) else next(rows) for r in results]
 
     def warm_up(self) -> None:
         """One inference through the real decode path; refuse a model that outputs garbage."""

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         10.0, gt=0, le=3600, description="decode + queue + inference per request; then 504"
     )
+    inline_decode_max_bytes: int = Field(
+        32 * 1024, ge=0,
+        description="uploads up to this size are decoded by the inference thread as part of "
+                    "their batch, saving a thread hop; larger ones in the decode threads "
+                    "(0: always the decode threads)",
+    )
     # Threads. Processes are uvicorn's --workers (or WORKERS with `python -m app`).
     decode_threads: int = Field(
         default_factory=_default_decode_threads, ge=1, le=256,

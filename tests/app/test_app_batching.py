@@ -204,3 +204,53 @@ async def test_submit_before_start_is_refused() -> None:
         )
         with pytest.raises(WorkerUnavailableError, match="not started"):
             await batcher.submit([1])
+
+
+class PicksyModel(Model):
+    """Like Model, but answers negative inputs with an exception in their place."""
+
+    def __call__(self, batch: list[int]) -> list[int | Exception]:  # type: ignore[override]
+        doubled = super().__call__(batch)
+        return [ValueError(f"bad {x}") if x < 0 else y for x, y in zip(batch, doubled, strict=True)]
+
+
+async def test_an_exception_in_an_items_place_fails_only_that_item() -> None:
+    model = PicksyModel()
+    async with running(model) as batcher:
+        model.gate.clear()
+        with batcher.admit(3):
+            good = asyncio.ensure_future(batcher.submit([1]))
+            await until(model.entered.is_set)
+            bad = asyncio.ensure_future(batcher.submit([-2]))
+            other = asyncio.ensure_future(batcher.submit([3]))
+            await until(lambda: batcher.queued == 2)
+            model.gate.set()
+            assert await good == [2] and await other == [6]
+            with pytest.raises(ValueError, match="bad -2"):
+                await bad
+    assert model.sizes == [1, 2]  # the bad item shared its batch
+
+
+async def test_submit_raises_the_first_failure_in_payload_order() -> None:
+    async with running(PicksyModel()) as batcher:
+        with batcher.admit(4), pytest.raises(ValueError, match="bad -1"):
+            await batcher.submit([5, -1, 7, -3])
+
+
+async def test_submit_all_returns_each_failure_in_its_place() -> None:
+    async with running(PicksyModel()) as batcher:
+        with batcher.admit(3):
+            results = await batcher.submit_all([5, -1, 7])
+    assert results[0] == 10 and results[2] == 14
+    assert isinstance(results[1], ValueError) and str(results[1]) == "bad -1"
+    assert batcher.admitted == 0
+
+
+async def test_batches_where_every_item_failed_are_not_observed() -> None:
+    observed: list[int] = []
+    model = PicksyModel()
+    async with running(model, on_batch=lambda n, s: observed.append(n)) as batcher:
+        with batcher.admit(3):
+            await batcher.submit_all([-1, -2])
+            await batcher.submit_all([4, -5])
+    assert model.sizes == [2, 2] and observed == [1]

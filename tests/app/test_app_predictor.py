@@ -62,3 +62,17 @@ def test_channels_last_gives_the_same_probabilities(checkpoint: Path) -> None:
         torch.tensor(fast.predict(images)), torch.tensor(plain.predict(images)),
         atol=1e-6, rtol=0,
     )
+
+
+def test_predict_payloads_decodes_bytes_and_puts_errors_in_their_place(
+    checkpoint: Path,
+) -> None:
+    predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10**6)
+    red, blue = png(color=(255, 0, 0)), png(color=(0, 0, 255))
+    results = predictor.predict_payloads([red, b"not an image", predictor.decode(blue)])
+    expected = predictor.predict([predictor.decode(red), predictor.decode(blue)])
+    assert isinstance(results[1], UnsupportedImageError)
+    torch.testing.assert_close(
+        torch.tensor([results[0], results[2]]), torch.tensor(expected), atol=1e-6, rtol=0
+    )
+    assert predictor.predict_payloads([b""])[0].__class__.__name__ == "EmptyImageError"

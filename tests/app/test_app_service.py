@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from app_support import ModelGate, png, wait_until
 from fastapi.testclient import TestClient
 
@@ -194,4 +196,48 @@ def test_admission_is_released_after_every_request(client: TestClient, n: int) -
     assert client.post("/predict/batch", files=files).status_code == 200
     assert client.post("/predict/batch", files=[("files", ("bad.png", b"x", "image/png"))]) \
         .status_code == 415
+    assert service_of(client).batcher.admitted == 0
+
+
+def _decoding_threads(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the threads that decode, recorded by a wrapper on this app's predictor."""
+    predictor = service_of(client).predictor
+    names: list[str] = []
+    decode = predictor.decode
+
+    def recording_decode(data: bytes) -> torch.Tensor:
+        names.append(threading.current_thread().name)
+        return decode(data)
+
+    monkeypatch.setattr(predictor, "decode", recording_decode)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("inline_max", "expected"),
+    [(10**6, "inference"), (0, "decode")],
+    ids=["small-in-the-inference-thread", "large-in-the-decode-pool"],
+)
+def test_uploads_are_decoded_inline_or_in_the_pool_by_size(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch,
+    inline_max: int, expected: str,
+) -> None:
+    client = make_client(inline_decode_max_bytes=inline_max)
+    names = _decoding_threads(client, monkeypatch)
+    files = [("files", (f"{i}.png", png(color=(i, 9, 9)), "image/png")) for i in range(3)]
+    assert client.post("/predict/batch", files=files).status_code == 200
+    assert len(names) == 3 and all(n.startswith(expected) for n in names), names
+
+
+@pytest.mark.parametrize("inline_max", [10**6, 0])
+def test_a_bad_image_is_named_wherever_it_was_decoded(
+    make_client: Callable[..., TestClient], inline_max: int
+) -> None:
+    client = make_client(inline_decode_max_bytes=inline_max)
+    files = [("files", ("a.png", png(), "image/png")),
+             ("files", ("b.png", png()[:-30], "image/png")),
+             ("files", ("c.png", png(), "image/png"))]
+    response = client.post("/predict/batch", files=files)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("files[1] (b.png): the PNG image is truncated")
     assert service_of(client).batcher.admitted == 0
