@@ -130,6 +130,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; a checkpoint is meant to be read by other users too
+        # (a service running as another uid, a read-only mount into a container).
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

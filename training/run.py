@@ -191,8 +191,11 @@ def _make_scheduler(opt: torch.optim.Optimizer, args: argparse.Namespace, steps_
     total = args.epochs * steps_per_epoch
     if args.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    if total < 3:  # too short for a warm-up and an annealing phase: constant LR
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     return torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=total, pct_start=0.25,
+        # 25% warm-up, but at least 2 steps of it (OneCycleLR divides by the warm-up length).
+        opt, max_lr=args.lr, total_steps=total, pct_start=max(0.25, 2 / total),
         anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0,
     )
 

@@ -61,6 +61,11 @@ def test_load_checkpoint_rebuilds_the_same_network_in_eval_mode(saved) -> None:
         assert torch.equal(loaded.model(x), model.eval()(x))
 
 
+def test_a_checkpoint_is_readable_by_other_users(saved) -> None:
+    # A service running as another uid, or a container with a read-only mount, must read it.
+    assert saved[0].stat().st_mode & 0o777 == 0o644
+
+
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(saved, monkeypatch) -> None:
     path, _ = saved
     before = path.read_bytes()

@@ -86,6 +86,19 @@ def test_a_diverging_run_stops_with_a_clear_message_and_saves_nothing(train_args
     assert not (tmp_path / "model.pt").exists()
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
+def test_the_one_cycle_schedule_works_for_very_short_runs(steps: int) -> None:
+    args = run.get_args_parser().parse_args(["--epochs", "1"])
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=args.lr)
+    scheduler = run._make_scheduler(opt, args, steps)
+    used = []
+    for _ in range(steps):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    assert all(0 < lr <= args.lr for lr in used)
+
+
 @pytest.mark.parametrize(
     ("argv", "valid"),
     [
