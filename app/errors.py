@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from app.batching import BatchFailedError, QueueFullError, WorkerUnavailableError
 from app.disconnect import ClientDisconnectedError
+from app.multipart import MultipartError
 from app.service import InferenceTimeoutError
 from app.settings import NotStartedError
 from models.images import (
@@ -75,6 +76,11 @@ async def _worker_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return _error(503, f"cannot predict now: {exc}", _retry_after(request))
 
 
+async def _malformed_multipart(request: Request, exc: Exception) -> JSONResponse:
+    return _error(400, f"the body is not valid multipart/form-data ({exc}); send the image as "
+                       f"multipart/form-data (curl -F file=@image.png), {ACCEPTED}")
+
+
 async def _timeout(request: Request, exc: Exception) -> JSONResponse:
     return _error(504, f"{exc}; the server is busy, retry later or send a smaller image")
 
@@ -123,6 +129,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     InferenceTimeoutError: _timeout,
     BatchFailedError: _batch_failed,
     ClientDisconnectedError: _disconnected,
+    MultipartError: _malformed_multipart,
     RequestValidationError: _validation,
 }
 

@@ -1,4 +1,9 @@
-"""POST /predict and /predict/batch: validate the upload, await the service, shape the answer."""
+"""POST /predict and /predict/batch: validate the upload, await the service, shape the answer.
+
+These are the hot routes, kept lean by measurement: no FastAPI dependencies (see
+app/dependencies.py), the multipart body split by app/multipart.py rather than `File()`
+parameters, and the JSON written by orjson (see `_json`).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,14 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from app.dependencies import metrics_of, service_of, settings_of
 from app.disconnect import unless_disconnected
 from app.errors import PayloadTooLargeError
+from app.multipart import Part, TooManyPartsError, boundary_of, parse
 from app.observability import Metrics
 from app.predictor import Predictor
 from app.schemas import BatchPrediction, ErrorBody, Prediction
@@ -58,13 +64,45 @@ def _resolve_top_k(top_k: int | None, settings: Settings, predictor: Predictor) 
     return top_k
 
 
-async def _read(upload: UploadFile, limit: int, label: str) -> bytes:
-    if upload.size is not None and upload.size > limit:
+# Parts beyond the image(s) that a client may send along (text fields such as a caption).
+EXTRA_PARTS = 16
+
+
+def _multipart_body(field: str, description: str, many: bool) -> dict[str, Any]:
+    """OpenAPI for a multipart body with one file field (the routes read the body themselves,
+    so FastAPI cannot infer it)."""
+    schema: dict[str, Any] = {"type": "string", "format": "binary",
+                              "contentMediaType": "application/octet-stream",
+                              "description": description}
+    if many:
+        schema = {"type": "array", "items": schema, "description": description}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": [field], "properties": {field: schema},
+    }}}}}
+
+
+async def _uploads(request: Request, field: str, max_parts: int) -> list[Part]:
+    """The parts named `field`, in upload order. None at all (or no multipart body) is the
+    same 422 FastAPI gives for a missing form field."""
+    boundary = boundary_of(request.headers.get("content-type"))
+    found = []
+    if boundary is not None:
+        parts = parse(await request.body(), boundary, max_parts=max_parts)
+        found = [part for part in parts if part.name == field]
+    if not found:
+        raise RequestValidationError([{
+            "type": "missing", "loc": ("body", field), "msg": "Field required", "input": None,
+        }])
+    return found
+
+
+def _data(part: Part, limit: int, label: str) -> bytes:
+    if len(part.data) > limit:
         raise PayloadTooLargeError(
-            f"{label} is {upload.size:,} bytes, over the {limit:,}-byte limit per image; "
+            f"{label} is {len(part.data):,} bytes, over the {limit:,}-byte limit per image; "
             "send a smaller image"
         )
-    return await upload.read()
+    return part.data
 
 
 def _shape(row: list[float], predictor: Predictor, k: int, metrics: Metrics) -> dict[str, Any]:
@@ -101,15 +139,13 @@ async def _classify(
     "/predict", response_model=Prediction, responses=ERROR_RESPONSES,
     summary="Classify one image",
     description=f"Multipart field `file`: one {ACCEPTED} image, recognised by its content.",
+    openapi_extra=_multipart_body("file", f"one image: {ACCEPTED}", many=False),
 )
-async def predict(
-    request: Request,
-    file: Annotated[UploadFile, File(description=f"one image: {ACCEPTED}")],
-    top_k: TopK = None,
-) -> Response:
+async def predict(request: Request, top_k: TopK = None) -> Response:
     service, settings, metrics = service_of(request), settings_of(request), metrics_of(request)
     k = _resolve_top_k(top_k, settings, service.predictor)
-    data = await _read(file, settings.max_upload_bytes, "the file")
+    *_, part = await _uploads(request, "file", 1 + EXTRA_PARTS)  # the last, as FastAPI did
+    data = _data(part, settings.max_upload_bytes, "the file")
     [row] = await _classify(request, service, [data], None)
     return _json(_shape(row, service.predictor, k, metrics))
 
@@ -119,20 +155,22 @@ async def predict(
     summary="Classify several images",
     description="Repeated multipart field `files`; predictions come back in upload order. "
                 "One bad image fails the whole request, naming the file.",
+    openapi_extra=_multipart_body("files", f"images: {ACCEPTED}", many=True),
 )
-async def predict_batch(
-    request: Request,
-    files: Annotated[list[UploadFile], File(description=f"images: {ACCEPTED}")],
-    top_k: TopK = None,
-) -> Response:
+async def predict_batch(request: Request, top_k: TopK = None) -> Response:
     service, settings, metrics = service_of(request), settings_of(request), metrics_of(request)
     k = _resolve_top_k(top_k, settings, service.predictor)
-    if len(files) > settings.max_batch_files:
+    cap = settings.max_batch_files
+    try:
+        files = await _uploads(request, "files", cap + EXTRA_PARTS)
+    except TooManyPartsError as exc:
         raise PayloadTooLargeError(
-            f"{len(files)} files in one request; the limit is {settings.max_batch_files}"
-        )
+            f"more than {exc.limit} parts in one request; the limit is {cap} files"
+        ) from None
+    if len(files) > cap:
+        raise PayloadTooLargeError(f"{len(files)} files in one request; the limit is {cap}")
     labels = [f"files[{i}] ({(f.filename or 'unnamed')[:100]})" for i, f in enumerate(files)]
     limit = settings.max_upload_bytes
-    data = [await _read(f, limit, label) for f, label in zip(files, labels, strict=True)]
+    data = [_data(f, limit, label) for f, label in zip(files, labels, strict=True)]
     rows = await _classify(request, service, data, labels)
     return _json({"predictions": [_shape(row, service.predictor, k, metrics) for row in rows]})

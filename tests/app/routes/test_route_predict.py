@@ -301,6 +301,69 @@ def test_predict_batch_without_files_is_422(client: TestClient) -> None:
     assert "missing multipart field 'files'" in response.json()["detail"]
 
 
+# --- the multipart body, read by app/multipart.py ------------------------------------------------
+
+def _raw_multipart(body: bytes, boundary: str = "bnd") -> dict[str, object]:
+    return {"content": body,
+            "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"--bnd\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n" + b"x" * 50,
+         "not closed by the boundary"),
+        (b"--bnd\r\nContent-Type: image/png\r\n\r\nxx\r\n--bnd--", "no Content-Disposition"),
+        (b"nothing like it", "does not contain the boundary"),
+    ],
+    ids=["truncated", "no-disposition", "no-boundary"],
+)
+def test_predict_rejects_malformed_multipart_with_400(
+    client: TestClient, body: bytes, words: str
+) -> None:
+    response = client.post("/predict", **_raw_multipart(body))
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail.startswith("the body is not valid multipart/form-data") and words in detail
+
+
+def test_predict_uses_the_last_file_field_and_ignores_other_fields(client: TestClient) -> None:
+    response = client.post("/predict", files=[("file", ("junk.txt", b"junk", "text/plain")),
+                                              ("caption", (None, b"a cat")),
+                                              ("file", ("x.png", png(), "image/png"))])
+    assert response.status_code == 200, response.text
+
+
+def test_predict_refuses_a_file_over_the_limit_that_fits_the_multipart_slack(
+    limited_client: TestClient,
+) -> None:
+    data = b"\x89PNG" + b"\0" * 100_001  # the guard allows 16 KiB of multipart framing
+    response = post_image(limited_client, data)
+    assert response.status_code == 413
+    assert "the file is 100,005 bytes, over the 100,000-byte limit" in response.json()["detail"]
+
+
+def test_predict_batch_with_far_too_many_parts_is_413(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(max_batch_files=2)
+    files = [("files", (f"{i}.png", b"x", "image/png")) for i in range(40)]
+    response = client.post("/predict/batch", files=files)
+    assert response.status_code == 413
+    assert "more than 18 parts in one request; the limit is 2 files" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("path", "field", "kind"),
+                         [("/predict", "file", "string"), ("/predict/batch", "files", "array")])
+def test_the_multipart_body_is_documented(
+    client: TestClient, path: str, field: str, kind: str
+) -> None:
+    body = client.get("/openapi.json").json()["paths"][path]["post"]["requestBody"]
+    schema = body["content"]["multipart/form-data"]["schema"]
+    assert body["required"] and schema["required"] == [field]
+    assert schema["properties"][field]["type"] == kind
+
+
 # --- API key -----------------------------------------------------------------------------------
 
 KEY = "s3cret-test-key"
