@@ -66,9 +66,13 @@ class Predictor:
 
     def predict(self, images: Sequence[torch.Tensor]) -> list[list[float]]:
         """uint8 (3, S, S) images → one probability row per image, softmax(logits / T)."""
-        batch = torch.stack(list(images)).to(
-            self.device, memory_format=self.memory_format, non_blocking=True
-        )
+        if self.memory_format is torch.channels_last:
+            # decode() gives CHW views of HWC arrays: stacking them as HWC is one copy straight
+            # into the NHWC layout the network runs in (stacking CHW would copy twice).
+            batch = torch.stack([img.permute(1, 2, 0) for img in images]).permute(0, 3, 1, 2)
+        else:
+            batch = torch.stack(list(images))
+        batch = batch.to(self.device, non_blocking=True)
         with torch.inference_mode():
             logits = self.model(normalize(batch, self.meta.mean, self.meta.std))
             probs = torch.softmax(logits.float() / self.meta.temperature, dim=1)

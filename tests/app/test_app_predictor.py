@@ -62,6 +62,8 @@ def test_channels_last_gives_the_same_probabilities(checkpoint: Path) -> None:
         torch.tensor(fast.predict(images)), torch.tensor(plain.predict(images)),
         atol=1e-6, rtol=0,
     )
+    # Any uint8 CHW tensor will do, not only decode()'s views of HWC arrays.
+    assert fast.predict([img.contiguous() for img in images]) == fast.predict(images)
 
 
 def test_predict_payloads_decodes_bytes_and_puts_errors_in_their_place(
