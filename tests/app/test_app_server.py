@@ -21,15 +21,18 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
+UVICORN = ["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "0",
+           "--no-access-log"]
+
+
 class Server:
-    def __init__(self, checkpoint: Path) -> None:
+    def __init__(self, checkpoint: Path, argv: list[str] = UVICORN, **env_vars: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CNN_SERVE_")}
         env.update(MODEL_PATH=str(checkpoint), CNN_SERVE_DEVICE="cpu",
                    CNN_SERVE_MAX_UPLOAD_BYTES="1000000", CNN_SERVE_TORCH_THREADS="1")
+        env.update(env_vars)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-             "--port", "0", "--no-access-log"],
-            cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
+            [sys.executable, *argv], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
@@ -73,18 +76,22 @@ class Server:
         return "".join(self.log)
 
 
+def _close(s: Server) -> None:
+    if s.proc.poll() is None:
+        s.proc.kill()
+    s.proc.wait(10)
+    s.pump.join(10)
+    assert s.proc.stderr is not None
+    s.proc.stderr.close()
+
+
 @pytest.fixture
 def server(checkpoint: Path) -> Iterator[Server]:
     s = Server(checkpoint)
     try:
         yield s
     finally:
-        if s.proc.poll() is None:
-            s.proc.kill()
-        s.proc.wait(10)
-        s.pump.join(10)
-        assert s.proc.stderr is not None
-        s.proc.stderr.close()
+        _close(s)
 
 
 def test_real_server_classifies_an_uploaded_image(server: Server) -> None:
@@ -119,3 +126,22 @@ def test_real_server_classifies_an_uploaded_image(server: Server) -> None:
     log = server.drain_log()
     assert '"request_id":"over-the-wire"' in log and '"route":"/predict"' in log
     assert '"message":"stopped"' in log  # the lifespan's shutdown ran
+
+
+def test_python_m_app_serves_from_several_worker_processes(checkpoint: Path) -> None:
+    s = Server(checkpoint, ["-m", "app"], CNN_SERVE_PORT="0", CNN_SERVE_WORKERS="2")
+    try:
+        s.wait_healthy()
+        with httpx.Client(base_url=s.url) as client:  # new connections spread over workers
+            codes = [client.post("/predict", files={"file": ("x.png", png(), "image/png")},
+                                 headers={"Connection": "close"}).status_code
+                     for _ in range(6)]
+        assert codes == [200] * 6
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(60) in (0, -signal.SIGTERM)
+        s.pump.join(10)
+        log = s.drain_log()
+        assert log.count('"message":"ready: serving random_cnn') == 2  # one per worker
+        assert log.count('"message":"stopped"') == 2
+    finally:
+        _close(s)
