@@ -343,8 +343,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS),
                         help="servers to measure")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="checkpoint both servers load (default: random weights in a "
-                             "temporary folder)")
+                        help="checkpoint both servers load; None: random weights written to "
+                             "a temporary folder")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for our service, e.g. CNN_SERVE_WORKERS=1; "
                              "repeat for several")
@@ -375,6 +375,9 @@ def main(args: argparse.Namespace) -> int:
             tmp = Path(tempfile.mkdtemp(prefix="bench-serve-logs-"))
         images = make_images(tmp)
         checkpoint = args.checkpoint or make_checkpoint(tmp / "random_tutorial_cnn.pt")
+        if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
+            print("warning: the machine is busy (load average above half the CPUs); "
+                  "the numbers will be noisy", file=sys.stderr)
         print(f"cpus {os.cpu_count()}, load average {loadavg()} (before); checkpoint "
               f"{checkpoint}; {args.duration:g} s per measurement after {args.warmup:g} s "
               f"warm-up, {args.rounds} round(s)")
