@@ -45,7 +45,10 @@ def boundary_of(content_type: str | None) -> bytes | None:
     """The boundary of a `multipart/form-data` Content-Type, or None for any other type."""
     if not content_type:
         return None
-    kind, options = parse_options_header(content_type)
+    try:  # HTTP headers are latin-1 (Starlette decodes them so); anything else is not ours
+        kind, options = parse_options_header(content_type.encode("latin-1"))
+    except UnicodeEncodeError:
+        return None
     if kind != b"multipart/form-data":
         return None
     boundary = options.get(b"boundary")

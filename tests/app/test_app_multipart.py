@@ -124,3 +124,29 @@ def test_any_encoded_body_parses_back_to_its_parts(
     assume(all(boundary not in data for _, _, data in parts))
     raw = body(*parts, boundary=boundary, preamble=preamble)
     assert parse(raw, boundary, max_parts=6) == [Part(n, f, d) for n, f, d in parts]
+
+
+@given(
+    raw=st.one_of(
+        st.binary(max_size=400),
+        st.builds(lambda a, b: a + b"\r\n--" + B + b + b"\r\n--" + B + b"--",
+                  st.binary(max_size=80), st.binary(max_size=200)),
+    ),
+)
+def test_arbitrary_bytes_give_parts_or_a_multipart_error_and_nothing_else(raw: bytes) -> None:
+    try:
+        parts = parse(raw, B, max_parts=8)
+    except MultipartError:
+        return
+    assert all(isinstance(p, Part) and isinstance(p.data, bytes) for p in parts)
+
+
+@given(content_type=st.text(max_size=80))
+def test_arbitrary_content_types_give_a_boundary_none_or_a_multipart_error(
+    content_type: str,
+) -> None:
+    try:
+        boundary = boundary_of(content_type)
+    except MultipartError:
+        return
+    assert boundary is None or isinstance(boundary, bytes)
