@@ -13,7 +13,17 @@ import sys
 
 import uvicorn
 
-from app.settings import SettingsError, load_settings
+from app.settings import Settings, SettingsError, available_cpus, load_settings
+
+
+def oversubscription(settings: Settings) -> str | None:
+    """A warning when the processes' torch threads alone outnumber the CPUs."""
+    workers, threads, cpus = settings.worker_count, settings.torch_threads, available_cpus()
+    if workers * threads <= cpus:
+        return None
+    return (f"cnn-serve: warning: {workers} workers × {threads} torch threads = "
+            f"{workers * threads} > {cpus} CPUs; the threads will fight over the cores "
+            "(lower CNN_SERVE_WORKERS or CNN_SERVE_TORCH_THREADS)")
 
 
 def main() -> None:
@@ -21,6 +31,8 @@ def main() -> None:
         settings = load_settings()
     except SettingsError as exc:
         sys.exit(f"cnn-serve: {exc}")
+    if warning := oversubscription(settings):
+        print(warning, file=sys.stderr)
     uvicorn.run(
         "app.main:app",
         host=settings.host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import uvicorn
 
+import app.__main__ as app_main
 import app.settings as settings_module
 from app.__main__ import main
 
@@ -36,3 +37,17 @@ def test_workers_default_to_the_settings_worker_count(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CNN_SERVE_DEVICE", "cpu")
     main()
     assert calls[0]["workers"] == 3
+
+
+def test_more_torch_threads_than_cpus_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)
+    monkeypatch.setattr(settings_module, "available_cpus", lambda: 2)
+    monkeypatch.setattr(app_main, "available_cpus", lambda: 2)
+    monkeypatch.setenv("CNN_SERVE_DEVICE", "cpu")
+    main()
+    assert capsys.readouterr().err == ""  # 2 workers × 1 thread on 2 CPUs
+    monkeypatch.setenv("CNN_SERVE_TORCH_THREADS", "2")
+    main()
+    assert "2 workers × 2 torch threads = 4 > 2 CPUs" in capsys.readouterr().err
