@@ -3,6 +3,7 @@ it never serves random weights and never runs code from a checkpoint."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -153,3 +154,15 @@ def test_server_exits_non_zero_with_one_clear_line(
     assert words in errors[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_startup_freezes_what_it_loaded_out_of_the_garbage_collector(
+    checkpoint: Path, freeze: bool
+) -> None:
+    assert gc.get_freeze_count() == 0
+    app = create_app(settings_for(checkpoint, gc_freeze=freeze))
+    with TestClient(app):
+        frozen = gc.get_freeze_count()
+    assert (frozen > 0) is freeze
+    assert gc.get_freeze_count() == 0  # released again at shutdown
