@@ -24,6 +24,7 @@ from models.architectures import build_model
 from training.data import channel_stats, default_cache_dir, load_folder
 from training.engine import Batches, choose_precision, train_one_epoch
 from training.resume import generator_for_epoch
+from training.run import Recipe
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -67,14 +68,17 @@ def our_pipeline(
     mean, std = channel_stats(data.images[indices])
     torch.manual_seed(0)
     model = build_model("tutorial_cnn", 10).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
-                                weight_decay=5e-4)
+    recipe = Recipe()
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                nesterov=True, weight_decay=recipe.weight_decay)
     steps = len(indices) // batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.05, total_steps=epochs * steps)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr,
+                                                    total_steps=epochs * steps)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     seen, start = 0, time.perf_counter()
     for epoch in range(epochs):
-        batches = Batches(data.images, data.labels, indices, batch_size, mean, std, 4, True,
+        batches = Batches(data.images, data.labels, indices, batch_size, mean, std,
+                          recipe.crop_padding, True,
                           generator_for_epoch(0, epoch), True)
         train_one_epoch(model, batches, optimizer, scheduler, scaler, label_smoothing=0.0,
                         precision=precision, device=device, log_every=50,

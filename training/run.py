@@ -4,7 +4,10 @@
         --output models/cifar10_tutorial_cnn.pt
 
 Default recipe, tutorial CNN unchanged, on the 50,000 CIFAR-10 training images (45,000 train /
-5,000 validation): MEASURED_PLACEHOLDER
+5,000 validation): 76.7% validation accuracy at epoch 29 of 30 (the tutorial's own 30-epoch
+recipe: 61% on the test split), temperature 1.096, 2,534 s of training on 1 thread of a shared
+2-core AMD EPYC (AVX2, so fp32 + channels_last), torch 2.14.1. That is the shipped
+models/cifar10_tutorial_cnn.pt.
 
 The run reads top to bottom: data, network, optimiser, loop (with validation each epoch and a
 resumable state after each), then calibration, the one test evaluation, reports, checkpoint.
@@ -65,13 +68,17 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 class Recipe:
     """The default hyper-parameters, with why. Every one is a flag of the same name."""
 
-    epochs: int = 40  # one-cycle over 40 epochs; see the module docstring for what it reaches
+    epochs: int = 30  # one-cycle over 30 epochs; see the module docstring for what it reaches
     batch_size: int = 128  # images per step (per process under torchrun)
-    lr: float = 0.05  # peak learning rate of the schedule (SGD); AdamW wants ~0.003
+    # Peak learning rate of the schedule (SGD). 0.05 made this network (no normalisation
+    # layers) diverge to NaN at epoch 10; 0.02 is stable. AdamW wants ~0.003.
+    lr: float = 0.02
     momentum: float = 0.9  # SGD momentum, Nesterov
     weight_decay: float = 5e-4  # L2 on weights, per step
     label_smoothing: float = 0.0  # 0 = plain cross-entropy; temperature scaling calibrates after
-    crop_padding: int = 4  # random crops of the image padded by this many pixels
+    # Random crops of the image padded by this many pixels. This small network underfits:
+    # padding 2 reached 76.7% where 4 reached 75.1% (same recipe otherwise, 30 epochs).
+    crop_padding: int = 2
     val_fraction: float = 0.1  # held out from the training images, stratified
     patience: int = 10  # epochs without a better validation accuracy before stopping
     log_every: int = 50  # steps between training-loss points in TensorBoard
