@@ -4,15 +4,18 @@ Same as `uvicorn app.main:app --host … --port … --workers …`, but configur
 of the service (CNN_SERVE_HOST, CNN_SERVE_PORT, CNN_SERVE_WORKERS; one worker process per
 available CPU by default) and without uvicorn's access log, since the app writes its own JSON
 access line per request. uvicorn picks uvloop and httptools when they are installed (they are,
-with uvicorn[standard]).
+with uvicorn[standard]). With several workers each gets a listening socket of its own
+(app/workers.py), unless CNN_SERVE_REUSE_PORT=false.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import uvicorn
 
+from app import workers
 from app.settings import Settings, SettingsError, available_cpus, load_settings
 
 
@@ -33,13 +36,15 @@ def main() -> None:
         sys.exit(f"cnn-serve: {exc}")
     if warning := oversubscription(settings):
         print(warning, file=sys.stderr)
+    options = {"log_level": settings.log_level, "access_log": False}
+    if settings.worker_count > 1 and settings.reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        sys.exit(workers.run(settings.host, settings.port, settings.worker_count, **options))
     uvicorn.run(
         "app.main:app",
         host=settings.host,
         port=settings.port,
         workers=settings.worker_count,
-        log_level=settings.log_level,
-        access_log=False,
+        **options,
     )
 
 

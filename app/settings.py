@@ -124,6 +124,12 @@ class Settings(BaseSettings):
         description="server processes (default: one per available CPU; 1 on a GPU)",
     )
 
+    reuse_port: bool = Field(
+        True, description="with several workers, give each its own SO_REUSEPORT listening "
+                          "socket so the kernel spreads connections evenly (false: uvicorn's "
+                          "shared socket)",
+    )
+
     @property
     def worker_count(self) -> int:
         """`workers`, or its default: one process per CPU, or a single one that owns the GPU."""

@@ -153,11 +153,20 @@ class Server:
                                    + self.tail())
             try:
                 if post(self.port, body, content_type) == 200:
-                    return
+                    break
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {timeout:g} s:\n" + self.tail())
+        else:
+            raise RuntimeError(f"{self.name} not ready after {timeout:g} s:\n" + self.tail())
+        # With several worker processes the first answer proves only one is up: wait until
+        # no more of them report startup, or wrk's connections would all go to the first.
+        started, stable_since = -1, time.monotonic()
+        while time.monotonic() - stable_since < 3 and time.monotonic() < deadline:
+            now = self.log.read_text(errors="replace").count("Application startup complete")
+            if now != started:
+                started, stable_since = now, time.monotonic()
+            time.sleep(0.2)
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

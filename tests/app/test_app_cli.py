@@ -7,6 +7,7 @@ import uvicorn
 
 import app.__main__ as app_main
 import app.settings as settings_module
+from app import workers
 from app.__main__ import main
 
 
@@ -18,9 +19,24 @@ def test_runs_uvicorn_with_host_port_and_workers_from_settings(
     monkeypatch.setenv("CNN_SERVE_HOST", "0.0.0.0")
     monkeypatch.setenv("CNN_SERVE_PORT", "9000")
     monkeypatch.setenv("CNN_SERVE_WORKERS", "2")
+    monkeypatch.setenv("CNN_SERVE_REUSE_PORT", "false")  # uvicorn's own multi-process mode
     main()
     assert calls == [(("app.main:app",), {"host": "0.0.0.0", "port": 9000, "workers": 2,
                                            "log_level": "info", "access_log": False})]
+
+
+def test_several_workers_get_a_listening_socket_each_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(workers, "run", lambda *a, **kw: calls.append((a, kw)) or 0)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("not uvicorn's workers"))
+    monkeypatch.setenv("CNN_SERVE_PORT", "9000")
+    monkeypatch.setenv("CNN_SERVE_WORKERS", "2")
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 0
+    assert calls == [(("127.0.0.1", 9000, 2), {"log_level": "info", "access_log": False})]
 
 
 def test_bad_settings_exit_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,12 +47,14 @@ def test_bad_settings_exit_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_workers_default_to_the_settings_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    calls: list[tuple] = []
+    monkeypatch.setattr(workers, "run", lambda *a, **kw: calls.append(a) or 0)
     monkeypatch.setattr(settings_module, "available_cpus", lambda: 3)
+    monkeypatch.setattr(app_main, "available_cpus", lambda: 3)
     monkeypatch.setenv("CNN_SERVE_DEVICE", "cpu")
-    main()
-    assert calls[0]["workers"] == 3
+    with pytest.raises(SystemExit):
+        main()
+    assert calls[0][2] == 3
 
 
 def test_more_torch_threads_than_cpus_is_warned_about(
@@ -46,6 +64,7 @@ def test_more_torch_threads_than_cpus_is_warned_about(
     monkeypatch.setattr(settings_module, "available_cpus", lambda: 2)
     monkeypatch.setattr(app_main, "available_cpus", lambda: 2)
     monkeypatch.setenv("CNN_SERVE_DEVICE", "cpu")
+    monkeypatch.setenv("CNN_SERVE_REUSE_PORT", "false")
     main()
     assert capsys.readouterr().err == ""  # 2 workers × 1 thread on 2 CPUs
     monkeypatch.setenv("CNN_SERVE_TORCH_THREADS", "2")

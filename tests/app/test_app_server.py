@@ -145,3 +145,13 @@ def test_python_m_app_serves_from_several_worker_processes(checkpoint: Path) -> 
         assert log.count('"message":"stopped"') == 2
     finally:
         _close(s)
+
+
+def test_python_m_app_exits_non_zero_when_a_worker_cannot_start(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNN_SERVE_")}
+    env.update(MODEL_PATH=str(tmp_path / "missing.pt"), CNN_SERVE_DEVICE="cpu",
+               CNN_SERVE_PORT="0", CNN_SERVE_WORKERS="2")
+    result = subprocess.run([sys.executable, "-m", "app"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "no such file" in result.stderr and "stopping the others" in result.stderr
