@@ -96,7 +96,7 @@ def test_the_one_cycle_schedule_works_for_very_short_runs(steps: int) -> None:
         used.append(opt.param_groups[0]["lr"])
         opt.step()
         scheduler.step()
-    assert all(0 < lr <= args.lr for lr in used)
+    assert all(0 < lr <= args.lr * (1 + 1e-9) for lr in used)  # OneCycleLR rounds up
 
 
 @pytest.mark.parametrize(
