@@ -2,10 +2,11 @@
 
 Same as `uvicorn app.main:app --host … --port … --workers …`, but configured like the rest
 of the service (CNN_SERVE_HOST, CNN_SERVE_PORT, CNN_SERVE_WORKERS; one worker process per
-available CPU by default) and without uvicorn's access log, since the app writes its own JSON
-access line per request. uvicorn picks uvloop and httptools when they are installed (they are,
-with uvicorn[standard]). With several workers each gets a listening socket of its own
-(app/workers.py), unless CNN_SERVE_REUSE_PORT=false.
+available CPU by default), with the connection timeouts of app/serving.py, exit status 0
+after SIGTERM, and without uvicorn's access log, since the app writes its own JSON access
+line per request. uvicorn picks uvloop and httptools when they are installed (they are, with
+uvicorn[standard]). With several workers each gets a listening socket of its own and a
+supervisor that replaces a worker that dies (app/workers.py), unless CNN_SERVE_REUSE_PORT=false.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ import sys
 import uvicorn
 
 from app import workers
+from app.serving import APP, serve, uvicorn_options
 from app.settings import Settings, SettingsError, available_cpus, load_settings
+
+# How long the supervisor waits for its workers after SIGTERM, beyond their own graceful
+# shutdown, before it kills them: the lifespan's shutdown and the interpreter's exit.
+STOP_MARGIN_S = 5.0
 
 
 def oversubscription(settings: Settings) -> str | None:
@@ -36,15 +42,15 @@ def main() -> None:
         sys.exit(f"cnn-serve: {exc}")
     if warning := oversubscription(settings):
         print(warning, file=sys.stderr)
-    options = {"log_level": settings.log_level, "access_log": False}
-    if settings.worker_count > 1 and settings.reuse_port and hasattr(socket, "SO_REUSEPORT"):
-        sys.exit(workers.run(settings.host, settings.port, settings.worker_count, **options))
-    uvicorn.run(
-        "app.main:app",
-        host=settings.host,
-        port=settings.port,
-        workers=settings.worker_count,
-        **options,
+    options = uvicorn_options(settings)
+    if settings.worker_count == 1:
+        sys.exit(serve(options, host=settings.host, port=settings.port))
+    if settings.reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        sys.exit(workers.run(settings.host, settings.port, settings.worker_count,
+                             stop_timeout_s=settings.shutdown_timeout_s + STOP_MARGIN_S,
+                             **options))
+    uvicorn.run(  # uvicorn's own supervisor, one shared socket
+        APP, host=settings.host, port=settings.port, workers=settings.worker_count, **options,
     )
 
 

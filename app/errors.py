@@ -1,7 +1,8 @@
 """Every failure becomes JSON `{"detail": "..."}` with the right status.
 
 Client mistakes (4xx) say what was wrong and what is accepted. Overload is 503 with
-Retry-After, a timeout is 504. A 5xx that is our bug is logged with the request id, which the
+Retry-After, a timeout is 504, a body that arrives too slowly 408. A client that hangs up is
+logged and counted as 499. A 5xx that is our bug is logged with the request id, which the
 response carries too.
 """
 
@@ -16,6 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from app.batching import BatchFailedError, QueueFullError, WorkerUnavailableError
 from app.disconnect import ClientDisconnectedError
@@ -46,6 +48,18 @@ class PayloadTooLargeError(HTTPException):
 
     def __init__(self, detail: str) -> None:
         super().__init__(status_code=413, detail=detail)
+
+
+class BodyTimeoutError(HTTPException):
+    """The request body did not arrive within the body timeout; the connection is closed."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            status_code=408,
+            detail=f"the request body did not arrive within {timeout_s:g} s; the server "
+                   "closes connections whose uploads stall or trickle, send it again",
+            headers={"Connection": "close"},
+        )
 
 
 def request_id(request: Request) -> str:
@@ -129,6 +143,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     InferenceTimeoutError: _timeout,
     BatchFailedError: _batch_failed,
     ClientDisconnectedError: _disconnected,
+    ClientDisconnect: _disconnected,  # Starlette's, while the body is being read
     MultipartError: _malformed_multipart,
     RequestValidationError: _validation,
 }

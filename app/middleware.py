@@ -1,8 +1,10 @@
 """Pure ASGI middleware: request context (id, access log, metrics, last-resort 500) and the
-upload guard (API key and byte limits, checked before and while the body streams in)."""
+upload guard (API key, byte limits and the body timeout, checked before and while the body
+streams in)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -13,7 +15,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLargeError
+from app.errors import BodyTimeoutError, PayloadTooLargeError
 from app.observability import Metrics
 from app.security import UNAUTHORIZED_DETAIL, api_key_matches
 
@@ -99,8 +101,10 @@ class RequestContextMiddleware:
 
 class UploadGuardMiddleware:
     """Refuses what must never reach the body parser: an unauthenticated /predict* request
-    (401) and a body over its byte limit (413, from Content-Length up front or by counting
-    bytes as they arrive; the rest of the body is never read)."""
+    (401), a body over its byte limit (413, from Content-Length up front or by counting
+    bytes as they arrive; the rest of the body is never read) and a body that has not all
+    arrived `body_timeout_s` after the request started (408, and the connection is closed:
+    a client trickling its upload holds neither a connection nor a half-read body longer)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -135,15 +139,25 @@ class UploadGuardMiddleware:
             return
 
         received = 0
+        body_done = False
         response_started = False
+        timeout_s = settings.body_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later calls wait for the client to hang up: no deadline then
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeoutError(timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise PayloadTooLargeError(detail)
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -153,7 +167,8 @@ class UploadGuardMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except PayloadTooLargeError as exc:
+        except (PayloadTooLargeError, BodyTimeoutError) as exc:
             if response_started:
                 raise
-            await JSONResponse({"detail": exc.detail}, 413)(scope, receive, send)
+            response = JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
+            await response(scope, receive, send)

@@ -83,6 +83,32 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         10.0, gt=0, le=3600, description="decode + queue + inference per request; then 504"
     )
+    # Slow and broken clients. A client may take this long to send a request's body; past it
+    # the request gets 408 and its connection is closed, so a trickling upload (a byte a
+    # second) never holds a connection and a half-read body in memory for longer. 30 s lets a
+    # 10 MB upload through at ~3 Mbit/s.
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="seconds a client may take to send the request body after its headers; "
+                    "then 408 and the connection is closed",
+    )
+    # Used only by `python -m app` (they configure uvicorn's connections, not the app).
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600,
+        description="seconds a connection may take to send a request's line and headers, from "
+                    "being opened or from the previous response; then it is closed (uvicorn "
+                    "itself never times out a client that trickles its headers)",
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, le=3600,
+        description="an idle keep-alive connection is closed after this many seconds (put it "
+                    "above the idle timeout of a proxy or load balancer in front)",
+    )
+    shutdown_timeout_s: float = Field(
+        8.0, gt=0, le=3600,
+        description="after SIGTERM, how long requests already accepted may take to finish "
+                    "before they are cancelled; below Docker's 10 s stop grace period",
+    )
     inline_decode_max_bytes: int = Field(
         32 * 1024, ge=0,
         description="uploads up to this size are decoded by the inference thread as part of "

@@ -6,9 +6,16 @@ pool, or wrk's 32) split between two workers like 28/4, 30/2 or 32/0 in our meas
 one core sat idle while the other queued. With one SO_REUSEPORT socket per process the kernel
 hashes each new connection to one of them, independently of who is awake.
 
-The supervisor stays small: it starts the workers, passes SIGTERM/SIGINT on to them, and exits
-once they all have; if a worker fails (at startup or later) it stops the others and exits
-non-zero, so a container restarts the whole service instead of running short of a worker.
+The supervisor stays small:
+- it starts the workers and passes SIGTERM/SIGINT on to them; once they have all exited it
+  exits 0 (1 if one had to be killed, or exited with an error while stopping). A worker still
+  running `stop_timeout_s` after the signal is killed, so shutdown is bounded.
+- a worker that exits while the service is running (killed, out of memory, or ended by its
+  watchdog because its inference worker died or hung) is replaced by a fresh process. The
+  others keep serving meanwhile; the kernel sends new connections only to listening sockets.
+- a worker that fails at startup (bad settings or checkpoint, exit status 3), or more than
+  MAX_RESTARTS replacements within RESTART_WINDOW_S, stops everything with a non-zero exit,
+  so a container restarts the whole service instead of looping or running short of workers.
 """
 
 from __future__ import annotations
@@ -19,16 +26,21 @@ import os
 import signal
 import socket
 import sys
+import time
+from collections import deque
 from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
+from app.serving import APP, STARTUP_FAILURE, serve
+
 logger = logging.getLogger("uvicorn.error")
 
-APP = "app.main:app"
-STARTUP_FAILURE = 3  # what uvicorn exits with when the lifespan fails
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -43,17 +55,99 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 def _serve(host: str, port: int, options: dict[str, Any]) -> None:
     """One worker process: its own socket on the shared port, one uvicorn server."""
     sock = reuseport_socket(host, port)
-    server = uvicorn.Server(uvicorn.Config(APP, host=host, port=port, **options))
-    server.run(sockets=[sock])
-    if not server.started:
-        sys.exit(STARTUP_FAILURE)
+    sys.exit(serve(options, sockets=[sock], host=host, port=port))
 
 
 def _clean(exitcode: int | None) -> bool:
     return exitcode in (0, -signal.SIGTERM, -signal.SIGINT)
 
 
-def run(host: str, port: int, workers: int, **options: Any) -> int:
+class Supervisor:
+    def __init__(self, host: str, port: int, workers: int, stop_timeout_s: float,
+                 options: dict[str, Any]) -> None:
+        self.host, self.port, self.options = host, port, options
+        self.stop_timeout_s = stop_timeout_s
+        self._spawn = multiprocessing.get_context("spawn")
+        self.slots: list[BaseProcess | None] = [None] * workers
+        self.restarts: deque[float] = deque()
+        self.stop_deadline: float | None = None
+        self.failed: int | None = None
+
+    # --- processes ---------------------------------------------------------------------------
+    def start(self, slot: int) -> None:
+        proc = self._spawn.Process(target=_serve, args=(self.host, self.port, self.options),
+                                   name=f"worker-{slot}")
+        proc.start()
+        self.slots[slot] = proc
+
+    def stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        if self.stop_deadline is not None:
+            return
+        self.stop_deadline = time.monotonic() + self.stop_timeout_s
+        for proc in self.slots:
+            if proc is not None and proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    def _fail(self, status: int, why: str, *args: object) -> None:
+        logger.error(why + "; stopping the others", *args)
+        if self.failed is None:
+            self.failed = status
+        self.stop()
+
+    def _exited(self, slot: int, proc: BaseProcess) -> None:
+        proc.join()
+        self.slots[slot] = None
+        code = proc.exitcode
+        if self.stop_deadline is not None:
+            if not _clean(code) and self.failed is None:
+                logger.error("worker %s [%s] exited with %s while stopping",
+                             proc.name, proc.pid, code)
+                self.failed = 1
+            return
+        if code == STARTUP_FAILURE:
+            self._fail(STARTUP_FAILURE, "worker %s [%s] failed to start", proc.name, proc.pid)
+            return
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW_S:
+            self.restarts.popleft()
+        if len(self.restarts) >= MAX_RESTARTS:
+            self._fail(1, "worker %s [%s] exited with %s, the %dth exit within %g s",
+                       proc.name, proc.pid, code, MAX_RESTARTS + 1, RESTART_WINDOW_S)
+            return
+        self.restarts.append(now)
+        logger.error("worker %s [%s] exited with %s; starting a new one",
+                     proc.name, proc.pid, code)
+        self.start(slot)
+
+    # --- main loop -----------------------------------------------------------------------------
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+        for slot in range(len(self.slots)):
+            self.start(slot)
+        while running := {p.sentinel: (i, p) for i, p in enumerate(self.slots) if p is not None}:
+            # A bounded wait even while serving: a signal does not interrupt it (PEP 475), and
+            # the loop must notice the stop deadline.
+            timeout = 1.0
+            if self.stop_deadline is not None:
+                timeout = min(timeout, max(0.0, self.stop_deadline - time.monotonic()))
+            ready = wait(list(running), timeout=timeout)
+            for sentinel in ready:
+                self._exited(*running[sentinel])
+            if not ready and self.stop_deadline is not None and (
+                time.monotonic() >= self.stop_deadline
+            ):
+                for _, proc in running.values():
+                    logger.error("worker %s [%s] still running %g s after SIGTERM; killing it",
+                                 proc.name, proc.pid, self.stop_timeout_s)
+                    proc.kill()
+                self.failed = self.failed or 1
+                self.stop_deadline = float("inf")  # killed once; now wait for them
+        return self.failed or 0
+
+
+def run(host: str, port: int, workers: int, stop_timeout_s: float = 30.0,
+        **options: Any) -> int:
     """Serve the app from `workers` processes; returns the exit status for the supervisor."""
     uvicorn.Config(APP, **options).configure_logging()
     reserved = reuseport_socket(host, port)  # holds the port, and resolves port 0
@@ -62,35 +156,7 @@ def run(host: str, port: int, workers: int, **options: Any) -> int:
                 f"[{host}]" if ":" in host else host, port)
     logger.info("Started supervisor [%d] with %d workers, one SO_REUSEPORT socket each",
                 os.getpid(), workers)
-    spawn = multiprocessing.get_context("spawn")
-    procs = [spawn.Process(target=_serve, args=(host, port, options), name=f"worker-{i}")
-             for i in range(workers)]
-    stopping = False
-
-    def stop(signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-    for proc in procs:
-        proc.start()
-    failed: int | None = None
-    running = list(procs)
-    while running:
-        for sentinel in wait([proc.sentinel for proc in running]):
-            proc = next(p for p in running if p.sentinel == sentinel)
-            proc.join()
-            running.remove(proc)
-            if not (stopping and _clean(proc.exitcode)) and failed is None:
-                failed = proc.exitcode if proc.exitcode and proc.exitcode > 0 else 1
-                logger.error("worker %s [%s] exited with %s; stopping the others",
-                             proc.name, proc.pid, proc.exitcode)
-                stop()
-    reserved.close()
-    return failed or 0
+    try:
+        return Supervisor(host, port, workers, stop_timeout_s, options).run()
+    finally:
+        reserved.close()

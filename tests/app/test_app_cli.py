@@ -9,6 +9,16 @@ import app.__main__ as app_main
 import app.settings as settings_module
 from app import workers
 from app.__main__ import main
+from app.protocol import HeaderDeadlineProtocol
+
+
+def check_options(options: dict, header_timeout_s: float = 10.0) -> None:
+    """The uvicorn options every mode gets: our logging, timeouts and connection class."""
+    http = options.pop("http")
+    assert http.func is HeaderDeadlineProtocol
+    assert http.keywords == {"header_timeout_s": header_timeout_s}
+    assert options == {"log_level": "info", "access_log": False, "timeout_keep_alive": 5.0,
+                       "timeout_graceful_shutdown": 8.0}
 
 
 def test_runs_uvicorn_with_host_port_and_workers_from_settings(
@@ -21,8 +31,11 @@ def test_runs_uvicorn_with_host_port_and_workers_from_settings(
     monkeypatch.setenv("CNN_SERVE_WORKERS", "2")
     monkeypatch.setenv("CNN_SERVE_REUSE_PORT", "false")  # uvicorn's own multi-process mode
     main()
-    assert calls == [(("app.main:app",), {"host": "0.0.0.0", "port": 9000, "workers": 2,
-                                           "log_level": "info", "access_log": False})]
+    [(args, kwargs)] = calls
+    assert args == ("app.main:app",)
+    assert {k: kwargs.pop(k) for k in ("host", "port", "workers")} == \
+        {"host": "0.0.0.0", "port": 9000, "workers": 2}
+    check_options(kwargs)
 
 
 def test_several_workers_get_a_listening_socket_each_by_default(
@@ -36,7 +49,24 @@ def test_several_workers_get_a_listening_socket_each_by_default(
     with pytest.raises(SystemExit) as info:
         main()
     assert info.value.code == 0
-    assert calls == [(("127.0.0.1", 9000, 2), {"log_level": "info", "access_log": False})]
+    [(args, kwargs)] = calls
+    assert args == ("127.0.0.1", 9000, 2)
+    assert kwargs.pop("stop_timeout_s") == 8.0 + app_main.STOP_MARGIN_S
+    check_options(kwargs)
+
+
+def test_one_worker_runs_one_server_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[dict, dict]] = []
+    monkeypatch.setattr(app_main, "serve", lambda options, **kw: calls.append((options, kw)) or 0)
+    monkeypatch.setattr(workers, "run", lambda *a, **kw: pytest.fail("no supervisor for one"))
+    monkeypatch.setenv("CNN_SERVE_WORKERS", "1")
+    monkeypatch.setenv("CNN_SERVE_HEADER_TIMEOUT_S", "2.5")
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 0
+    [(options, where)] = calls
+    assert where == {"host": "127.0.0.1", "port": 8000}
+    check_options(options, header_timeout_s=2.5)
 
 
 def test_bad_settings_exit_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -119,6 +119,57 @@ async def test_limit_hit_after_the_response_started_is_not_swallowed(checkpoint)
         await asyncio.wait_for(UploadGuardMiddleware(answers_then_reads)(scope, receive, send), 5)
 
 
+async def guard_with(settings: Settings, inner: Callable, receive: Callable) -> list[dict]:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = guarded_scope(settings, "/predict", [])
+    await asyncio.wait_for(UploadGuardMiddleware(inner)(scope, receive, send), 10)
+    return sent
+
+
+async def test_a_body_that_stops_arriving_gets_408_and_the_connection_closed(checkpoint) -> None:
+    stalled = asyncio.Event()  # never set: the client went quiet
+
+    async def receive() -> dict:
+        if not stalled.is_set():
+            stalled.set()
+            return {"type": "http.request", "body": b"--boundary\r\n", "more_body": True}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    sent = await guard_with(settings_for(checkpoint, body_timeout_s=0.05), BodyReader(), receive)
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert b"did not arrive within 0.05 s" in sent[1]["body"]
+
+
+async def test_once_the_body_is_in_waiting_for_a_disconnect_has_no_deadline(checkpoint) -> None:
+    """After the body, the routes await receive() to notice a client hanging up while the
+    model runs (app/disconnect.py); that wait may outlast the body timeout."""
+    calls = 0
+
+    async def receive() -> dict:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "http.request", "body": b"all of it", "more_body": False}
+        await asyncio.sleep(0.05)  # longer than the body timeout below
+        return {"type": "http.disconnect"}
+
+    async def reads_then_waits(scope: dict, receive: Callable, send: Callable) -> None:
+        assert (await receive())["body"] == b"all of it"
+        assert (await receive())["type"] == "http.disconnect"
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent = await guard_with(settings_for(checkpoint, body_timeout_s=0.01), reads_then_waits,
+                            receive)
+    assert sent[0]["status"] == 204
+
+
 # --- through the whole app ---------------------------------------------------------------------
 
 def test_streamed_upload_over_the_limit_gets_413_json(

@@ -190,6 +190,33 @@ def test_client_disconnect_cancels_its_queued_work(client: TestClient, gate: Mod
     assert 'route="/predict",status="499"' in client.get("/metrics").text
 
 
+def test_client_hanging_up_mid_upload_is_a_499_not_an_error(
+    client: TestClient, app_logs: list[logging.LogRecord]
+) -> None:
+    body, content_type = _multipart(png())
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "root_path": "",
+        "query_string": b"", "headers": [(b"content-type", content_type),
+                                         (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {},
+    }
+    messages = [{"type": "http.disconnect"},
+                {"type": "http.request", "body": body[:40], "more_body": True}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop()
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    client.portal.call(client.app, scope, receive, send)
+    assert sent[0]["status"] == 499
+    assert not [r for r in app_logs if r.levelno >= logging.ERROR]
+    assert 'route="/predict",status="499"' in client.get("/metrics").text
+
+
 @pytest.mark.parametrize("n", [1, 7])
 def test_admission_is_released_after_every_request(client: TestClient, n: int) -> None:
     files = [("files", (f"{i}.png", png(), "image/png")) for i in range(n)]

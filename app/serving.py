@@ -1,0 +1,54 @@
+"""One uvicorn server process, configured and run the way `python -m app` does it.
+
+- Connections: request headers must arrive within `header_timeout_s` (app/protocol.py), an
+  idle keep-alive connection is closed after `keep_alive_timeout_s`, and after SIGTERM
+  requests already accepted get `shutdown_timeout_s` to finish (uvicorn's graceful shutdown:
+  the listening socket closes first, so new connections are refused).
+- Exit status: 0 after a shutdown asked for with SIGTERM or SIGINT, 3 when startup fails,
+  70 when the inference worker failed (app/watchdog.py). uvicorn, once it has shut down,
+  raises again the signal it caught, which killed the process by that signal: status 143
+  under Docker or systemd, both of which count it as a failure. Here the signal is raised into
+  a handler that does nothing, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from app.protocol import http_protocol
+from app.settings import Settings
+
+APP = "app.main:app"
+STARTUP_FAILURE = 3  # what uvicorn exits with when the lifespan fails
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn.Config keyword arguments from the settings (all picklable). No access log:
+    the app writes its own JSON line per request."""
+    return {
+        "log_level": settings.log_level,
+        "access_log": False,
+        "http": http_protocol(settings.header_timeout_s),
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "timeout_graceful_shutdown": settings.shutdown_timeout_s,
+    }
+
+
+def _already_handled(signum: int, frame: FrameType | None) -> None:
+    """Where uvicorn's re-raised SIGTERM/SIGINT lands once the server has shut down."""
+
+
+def serve(
+    options: dict[str, Any], *, sockets: list[socket.socket] | None = None, **config: Any
+) -> int:
+    """Run one server until it is told to stop; the exit status for the process."""
+    server = uvicorn.Server(uvicorn.Config(APP, **config, **options))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_handled)  # uvicorn puts this back before it re-raises
+    server.run(sockets=sockets)
+    return 0 if server.started else STARTUP_FAILURE
