@@ -77,6 +77,7 @@ class MicroBatcher(Generic[T, R]):
         self._admitted = 0
         self._task: asyncio.Task[None] | None = None
         self._stopped_reason = "the inference worker has not started"
+        self._crashed: str | None = None
         self._busy_since: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -98,6 +99,7 @@ class MicroBatcher(Generic[T, R]):
             return
         exc = task.exception()
         self._stopped_reason = f"the inference worker crashed ({type(exc).__name__}: {exc})"
+        self._crashed = self._stopped_reason
         logger.critical(self._stopped_reason, exc_info=exc)
         self._fail_pending(WorkerUnavailableError(self._stopped_reason))
 
@@ -128,6 +130,16 @@ class MicroBatcher(Generic[T, R]):
         """Why the worker cannot serve now, or None when it can."""
         if not self.alive:
             return self._stopped_reason
+        return self._stuck(stuck_after_s)
+
+    def failure(self, stuck_after_s: float) -> str | None:
+        """Like `problem`, but only when the worker crashed or hangs; not when it was never
+        started or was stopped on purpose. What a watchdog acts on."""
+        if self._crashed is not None:
+            return self._crashed
+        return self._stuck(stuck_after_s) if self.alive else None
+
+    def _stuck(self, stuck_after_s: float) -> str | None:
         busy = self._busy_since
         if busy is not None and (elapsed := time.monotonic() - busy) > stuck_after_s:
             return f"the inference worker has been stuck on one batch for {elapsed:.1f} s"

@@ -21,6 +21,7 @@ from app.observability import Metrics, configure_logging
 from app.predictor import Predictor
 from app.service import InferenceService, ServiceLimits
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
+from app.watchdog import Watchdog
 from models.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.track_queue(lambda: service.batcher.admitted)
     app.state.settings = settings
     app.state.service = service
+    watchdog = None
+    if settings.exit_on_worker_failure:
+        # Grace: what the server's own graceful shutdown may take, plus the lifespan's.
+        watchdog = Watchdog(service.failure, grace_s=settings.shutdown_timeout_s + 5)
+        watchdog.start()
     if settings.gc_freeze:
         # Everything alive now (torch, FastAPI, the model) lives as long as the process. Left
         # in the collected generations, each full collection walked all of it: 100-200 ms with
@@ -102,6 +108,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             gc.unfreeze()  # several apps may start and stop in one process (tests)
         await service.stop()
         logger.info("stopped")
+        if watchdog is not None:
+            watchdog.finish()  # exits the process if the worker had failed
 
 
 class QuietStartupFailure:

@@ -77,6 +77,10 @@ class InferenceService:
         """Why the service cannot answer predictions right now, or None when it can."""
         return self.batcher.problem(self.limits.stuck_after_s)
 
+    def failure(self) -> str | None:
+        """Why the inference worker is dead or hung (not merely stopped), or None."""
+        return self.batcher.failure(self.limits.stuck_after_s)
+
     async def classify(
         self, images: Sequence[bytes], labels: Sequence[str] | None = None
     ) -> list[list[float]]:

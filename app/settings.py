@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         description="after SIGTERM, how long requests already accepted may take to finish "
                     "before they are cancelled; below Docker's 10 s stop grace period",
     )
+    exit_on_worker_failure: bool = Field(
+        True, description="when the inference worker crashes, or is stuck on one batch for 2 × "
+                          "the request timeout, the server process exits (code 70) so its "
+                          "supervisor or the container restarts it; false: /healthz only "
+                          "reports it",
+    )
     inline_decode_max_bytes: int = Field(
         32 * 1024, ge=0,
         description="uploads up to this size are decoded by the inference thread as part of "

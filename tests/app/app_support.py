@@ -57,7 +57,11 @@ FIXED_PROBABILITIES = [(i + 1) / 55 for i in range(10)]
 
 
 def settings_for(model_path: Path, **overrides: object) -> Settings:
-    base: dict = dict(model_path=model_path, device="cpu", decode_threads=2, torch_threads=1)
+    # No watchdog: in-process apps (TestClient) hold the worker stuck on purpose, and its
+    # remedy is to SIGTERM the process, which here is pytest. tests/app/test_app_watchdog.py
+    # covers it, and a real server subprocess shows the exit.
+    base: dict = dict(model_path=model_path, device="cpu", decode_threads=2, torch_threads=1,
+                      exit_on_worker_failure=False)
     base.update(overrides)
     return Settings(**base)
 

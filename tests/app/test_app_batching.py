@@ -254,3 +254,28 @@ async def test_batches_where_every_item_failed_are_not_observed() -> None:
             await batcher.submit_all([-1, -2])
             await batcher.submit_all([4, -5])
     assert model.sizes == [2, 2] and observed == [1]
+
+
+async def test_failure_reports_a_crash_or_a_hang_but_not_a_stop() -> None:
+    model = Model()
+    async with running(model) as batcher:
+        assert batcher.failure(stuck_after_s=0.05) is None
+        model.gate.clear()
+        item = asyncio.ensure_future(admitted_submit(batcher, [1]))
+        await until(lambda: batcher.failure(stuck_after_s=0.05) is not None)
+        assert "stuck on one batch" in (batcher.failure(stuck_after_s=0.05) or "")
+        model.gate.set()
+        assert await item == [2]
+        await batcher.stop()
+        assert batcher.failure(stuck_after_s=0.05) is None  # stopped on purpose
+        assert batcher.problem(stuck_after_s=0.05) is not None  # but not serving
+
+
+async def test_failure_reports_a_crashed_worker() -> None:
+    def broken_observer(size: int, seconds: float) -> None:
+        raise ValueError("bug in a metrics hook")
+
+    async with running(Model(), on_batch=broken_observer) as batcher:
+        with pytest.raises(WorkerUnavailableError):
+            await admitted_submit(batcher, [1])
+        assert "crashed" in (batcher.failure(stuck_after_s=60) or "")

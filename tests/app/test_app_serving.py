@@ -1,5 +1,5 @@
 """`python -m app` as a real process: graceful shutdown and exit status, connection and body
-timeouts, clients that hang up.
+timeouts, clients that hang up, and a failed inference worker ending the process.
 
 Requests are held at known points without sleeping: `Expect: 100-continue` makes the server
 answer "100 Continue" once the app starts reading the body, so the test knows the request was
@@ -8,7 +8,9 @@ accepted before it sends SIGTERM.
 
 from __future__ import annotations
 
+import io
 import json
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from app_support import png
 from live_server import (
     PYTHON_M_APP,
+    REPO,
     Server,
     closed_by_peer,
     finish_a_request_across_sigterm,
@@ -26,8 +29,12 @@ from live_server import (
     read_response,
     request_head,
 )
+from PIL import Image
 
 pytestmark = pytest.mark.slow
+
+FAULTS = str(REPO / "tests" / "app" / "faults")
+
 
 @pytest.fixture
 def start(checkpoint: Path) -> Iterator[Callable[..., Server]]:
@@ -110,3 +117,36 @@ def test_a_client_hanging_up_mid_upload_is_logged_as_499_not_an_error(
     poll(counted, 30, "a 499 in /metrics")
     assert "unhandled error" not in server.drain_log()
     assert predict(server).status_code == 200
+
+
+def image_with_corner(rgb: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_hung_inference_worker_makes_the_process_exit_70(
+    start: Callable[..., Server],
+) -> None:
+    server = start(PYTHONPATH=FAULTS, CNN_SERVE_REQUEST_TIMEOUT_S="0.2")
+    assert predict(server, image_with_corner((1, 2, 3))).status_code == 504
+    assert server.proc.wait(60) == 70
+    server.pump.join(10)
+    log = server.drain_log()
+    assert "stuck on one batch" in log and "exiting with code 70" in log
+
+
+def test_a_crashed_inference_worker_is_replaced_by_the_supervisor(
+    start: Callable[..., Server],
+) -> None:
+    server = start(PYTHONPATH=FAULTS, CNN_SERVE_WORKERS="2")
+    server.wait_for_log("ready: serving", count=2)
+    response = predict(server, image_with_corner((3, 2, 1)))
+    assert response.status_code == 503
+    assert "crashed" in response.json()["detail"]
+    server.wait_for_log("exited with 70; starting a new one")
+    server.wait_for_log("ready: serving", count=3)
+    assert server.proc.poll() is None  # the supervisor carried on
+    assert [predict(server).status_code for _ in range(4)] == [200] * 4
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(60) == 0

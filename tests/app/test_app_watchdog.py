@@ -1,0 +1,74 @@
+"""The watchdog on its own: it acts once on a failure, never on a healthy or stopped worker,
+and ends the process itself if the graceful shutdown does not."""
+
+from __future__ import annotations
+
+import threading
+
+from app_support import wait_until
+
+from app.watchdog import EXIT_WORKER_FAILED, Watchdog
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.stops = 0
+        self.exits: list[int] = []
+        self.exited = threading.Event()
+
+    def stop_server(self) -> None:
+        self.stops += 1
+
+    def exit(self, code: int) -> None:
+        self.exits.append(code)
+        self.exited.set()
+
+
+def watchdog(check, recorder: Recorder, grace_s: float = 60.0) -> Watchdog:  # type: ignore[no-untyped-def]
+    return Watchdog(check, grace_s=grace_s, interval_s=0.001,
+                    stop_server=recorder.stop_server, exit=recorder.exit)
+
+
+def test_a_failure_stops_the_server_once_and_finish_exits_with_70() -> None:
+    answers = iter([None, None, "the inference worker crashed (boom)"])
+    recorder = Recorder()
+    dog = watchdog(lambda: next(answers, None), recorder)
+    dog.start()
+    wait_until(lambda: recorder.stops == 1, what="the watchdog to stop the server")
+    assert dog.fired and dog.reason == "the inference worker crashed (boom)"
+    dog.finish()  # what the lifespan's shutdown does
+    assert recorder.exits == [EXIT_WORKER_FAILED]
+
+
+def test_a_healthy_worker_is_left_alone() -> None:
+    checks: list[int] = []
+    recorder = Recorder()
+    dog = watchdog(lambda: checks.append(1), recorder)  # always None
+    dog.start()
+    wait_until(lambda: len(checks) >= 5, what="a few checks")
+    dog.finish()
+    assert (recorder.stops, recorder.exits, dog.fired) == (0, [], False)
+
+
+def test_a_shutdown_that_does_not_finish_is_cut_short_by_the_watchdog() -> None:
+    recorder = Recorder()
+    dog = watchdog(lambda: "stuck", recorder, grace_s=0.0)
+    dog.start()
+    assert recorder.exited.wait(30)
+    assert recorder.stops == 1 and recorder.exits == [EXIT_WORKER_FAILED]
+
+
+def test_a_failing_check_is_logged_and_watching_goes_on() -> None:
+    calls: list[int] = []
+    recorder = Recorder()
+
+    def check() -> str | None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("bug in the check")
+        return "the inference worker crashed"
+
+    dog = watchdog(check, recorder)
+    dog.start()
+    wait_until(lambda: recorder.stops == 1, what="the watchdog to act after two bad checks")
+    assert dog.reason == "the inference worker crashed"
