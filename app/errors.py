@@ -81,9 +81,16 @@ def _retry_after(request: Request) -> dict[str, str]:
     return {"Retry-After": str(settings.retry_after_s if settings else 1)}
 
 
+def queue_full_response(exc: QueueFullError, retry_after_s: int) -> JSONResponse:
+    """503 with Retry-After: also sent by the upload guard, before the body is read."""
+    return _error(503, f"{exc}; retry in {retry_after_s} s",
+                  {"Retry-After": str(retry_after_s)})
+
+
 async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
-    headers = _retry_after(request)
-    return _error(503, f"{exc}; retry in {headers['Retry-After']} s", headers)
+    assert isinstance(exc, QueueFullError)
+    settings = request.app.state.settings
+    return queue_full_response(exc, settings.retry_after_s if settings else 1)
 
 
 async def _worker_unavailable(request: Request, exc: Exception) -> JSONResponse:

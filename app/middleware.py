@@ -15,7 +15,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import BodyTimeoutError, PayloadTooLargeError
+from app.batching import QueueFullError
+from app.errors import BodyTimeoutError, PayloadTooLargeError, queue_full_response
 from app.observability import Metrics
 from app.security import UNAUTHORIZED_DETAIL, api_key_matches
 
@@ -100,11 +101,16 @@ class RequestContextMiddleware:
 
 
 class UploadGuardMiddleware:
-    """Refuses what must never reach the body parser: an unauthenticated /predict* request
-    (401), a body over its byte limit (413, from Content-Length up front or by counting
-    bytes as they arrive; the rest of the body is never read) and a body that has not all
-    arrived `body_timeout_s` after the request started (408, and the connection is closed:
-    a client trickling its upload holds neither a connection nor a half-read body longer)."""
+    """Refuses what must never reach the body parser:
+    - an unauthenticated /predict* request (401);
+    - a prediction while the inference queue is full (503 with Retry-After). Under overload,
+      reading and parsing uploads only to refuse them was most of the event loop's work,
+      and it delayed everything else, /healthz included;
+    - a body over its byte limit (413, from Content-Length up front or by counting bytes as
+      they arrive; the rest of the body is never read);
+    - a body that has not all arrived `body_timeout_s` after the request started (408, and
+      the connection is closed: a client trickling its upload holds neither a connection nor
+      a half-read body longer)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -123,6 +129,14 @@ class UploadGuardMiddleware:
                 {"detail": UNAUTHORIZED_DETAIL}, 401, {"WWW-Authenticate": "Bearer"}
             )
             await response(scope, receive, send)
+            return
+        service = getattr(scope["app"].state, "service", None)
+        if (service is not None and path.startswith("/predict")
+                and service.batcher.admitted >= service.batcher.capacity):
+            # The body is left unread: uvicorn discards it and keeps the connection.
+            full = queue_full_response(QueueFullError(service.batcher.capacity),
+                                       settings.retry_after_s)
+            await full(scope, receive, send)
             return
 
         if path == "/predict/batch":

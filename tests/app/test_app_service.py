@@ -65,6 +65,42 @@ def test_overload_gets_503_with_retry_after_at_once_and_admitted_requests_finish
     gate.remove()
 
 
+def test_while_the_queue_is_full_uploads_are_refused_before_their_body_is_read(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(queue_capacity=1, retry_after_s=2)
+    service = service_of(client)
+    gate = ModelGate(service.predictor.model)
+    gate.close()
+    body, content_type = _multipart(png())
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "root_path": "",
+        "query_string": b"", "headers": [(b"content-type", content_type),
+                                         (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {},
+    }
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        raise AssertionError("the body was read")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    with ThreadPoolExecutor(1) as pool:
+        admitted = pool.submit(post, client)
+        wait_until(lambda: service.batcher.admitted == 1, what="the queue to fill")
+        client.portal.call(client.app, scope, receive, send)
+        assert client.get("/healthz").status_code == 200  # busy is not unhealthy
+        gate.open()
+        assert admitted.result().status_code == 200
+    assert sent[0]["status"] == 503
+    assert (b"retry-after", b"2") in sent[0]["headers"]
+    assert b"queue is full" in sent[1]["body"]
+    gate.remove()
+
+
 def test_batch_request_larger_than_the_queue_is_refused_whole(
     make_client: Callable[..., TestClient],
 ) -> None:
