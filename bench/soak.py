@@ -560,7 +560,8 @@ def slow_clients(ctx: Context) -> None:
     args = ctx.args
     n = args.slow_clients
     print(f"\n== slow clients: {n} sending headers and {n} sending a body a byte a second, "
-          f"plus hang-ups mid-upload and mid-inference, against wrk at 32 connections")
+          f"then also clients hanging up mid-upload and mid-inference, against wrk at 32 "
+          f"connections")
     with our_server(ctx, "slow") as server:
         png32 = [ctx.images["png32"]]
         before = wrk(ctx, server.port, png32, 32, args.slow_duration)
@@ -570,32 +571,36 @@ def slow_clients(ctx: Context) -> None:
         body_head = (f"POST /predict HTTP/1.1\r\nHost: soak\r\nContent-Type: {content_type}\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n").encode()
         records: dict[str, list[dict[str, Any]]] = {"headers": [], "body": []}
-        threads = []
+        tricklers, hangers = [], []
         for kind, head, drip in (("headers", header_head, b"a" * 600),
                                  ("body", body_head, body[:600])):
             for _ in range(n):
                 record: dict[str, Any] = {}
                 records[kind].append(record)
-                threads.append(threading.Thread(target=_trickle, daemon=True,
-                                                args=(server.port, head, drip, record)))
+                tricklers.append(threading.Thread(target=_trickle, daemon=True,
+                                                  args=(server.port, head, drip, record)))
         stop, hung_up = threading.Event(), {"upload": [0], "inference": [0]}
         for mid in hung_up:
-            threads.append(threading.Thread(target=_hang_ups, daemon=True, args=(
+            hangers.append(threading.Thread(target=_hang_ups, daemon=True, args=(
                 server.port, body, content_type, mid, stop, hung_up[mid])))
-        for thread in threads:
+        for thread in tricklers:
             thread.start()
         time.sleep(1.0)  # let them all connect
         during = wrk(ctx, server.port, png32, 32, args.slow_duration)
+        for thread in hangers:
+            thread.start()
+        hanging = wrk(ctx, server.port, png32, 32, args.slow_duration)
         stop.set()
-        for thread in threads:
+        for thread in tricklers + hangers:
             thread.join(120)
         after = wrk(ctx, server.port, png32, 32, min(5.0, args.slow_duration))
         rss_after = rss_mb(server.proc.pid)
         log = server.log.read_text(errors="replace")
-    print(f"  wrk alone:             {before.line()}")
-    print(f"  wrk with slow clients: {during.line()}")
-    print(f"  wrk afterwards:        {after.line()}")
-    clean = all(x.error_count == 0 and x.non2xx == 0 for x in (before, during, after))
+    print(f"  wrk alone:                  {before.line()}")
+    print(f"  wrk with the slow clients:  {during.line()}")
+    print(f"  … and hang-ups (~100/s):    {hanging.line()}")
+    print(f"  wrk afterwards:             {after.line()}")
+    clean = all(x.error_count == 0 and x.non2xx == 0 for x in (before, during, hanging, after))
     ctx.check(clean, "slow clients: wrk saw errors")
     for kind, recs in records.items():
         held = sorted(r.get("held_s", float("nan")) for r in recs)
@@ -611,7 +616,8 @@ def slow_clients(ctx: Context) -> None:
     print(f"  RSS {rss_before:.0f} → {rss_after:.0f} MiB ({grew:+.0f}) "
           f"[{ctx.check(grew < max(20.0, 0.05 * rss_before), 'slow clients: memory grew')}]")
     ctx.figures["slow_clients"] = {"before": vars(before), "during": vars(during),
-                                   "after": vars(after), "records": records,
+                                   "hanging": vars(hanging), "after": vars(after),
+                                   "records": records,
                                    "rss_mb": [rss_before, rss_after]}
 
 
