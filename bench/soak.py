@@ -37,24 +37,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import http.client
 import json
-import multiprocessing
 import os
 import re
 import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,252 +57,31 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/soak.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO))
 
-from bench import fuzz_images  # noqa: E402
-from bench.serve import (  # noqa: E402
-    PHOTO,
-    Server,
-    free_port,
-    loadavg,
-    make_checkpoint,
-    multipart,
+from bench.serve import Server, loadavg, make_checkpoint, multipart  # noqa: E402
+from bench.soak_fuzz import fuzz_decode, fuzz_http  # noqa: E402
+from bench.soak_harness import (  # noqa: E402
+    FAULTS,
+    MIXED_LUA,
+    Context,
+    Prober,
+    RssSampler,
+    log_count,
+    make_images,
+    mix,
+    multipart_bytes,
+    our_server,
+    request,
+    rss_mb,
+    summary,
+    wait_for,
+    worker_pids,
+    wrk,
 )
 
-MIXED_LUA = REPO / "bench" / "wrk_mixed.lua"
-FAULTS = REPO / "tests" / "app" / "faults"
 SCENARIOS = ("sustained", "overload", "shutdown", "slow-clients", "fuzz-decode", "fuzz-http",
              "worker-failure")
-MiB = 1024 * 1024
-
-
-# --- inputs -------------------------------------------------------------------------------------
-def make_images(folder: Path) -> dict[str, Path]:
-    from PIL import Image
-
-    with Image.open(PHOTO) as photo:
-        photo = photo.convert("RGB")
-        png32 = folder / "cat32.png"
-        photo.resize((32, 32), Image.Resampling.BILINEAR).save(png32, "PNG")
-        jpeg = folder / "cat_1600x1066.jpg"
-        photo.resize((1600, 1066), Image.Resampling.BICUBIC).save(jpeg, "JPEG", quality=90)
-    return {"png32": png32, "photo": PHOTO, "jpeg": jpeg}
-
-
-def mix(images: dict[str, Path]) -> list[Path]:
-    """What wrk sends in turn: half tiny PNGs, a quarter each photo PNG and JPEG."""
-    return [images["png32"], images["photo"], images["png32"], images["jpeg"]]
-
-
-@dataclass
-class Context:
-    args: argparse.Namespace
-    tmp: Path
-    checkpoint: Path
-    images: dict[str, Path]
-    failures: list[str] = field(default_factory=list)
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    def check(self, ok: bool, what: str) -> str:
-        if not ok:
-            self.failures.append(what)
-        return "ok" if ok else "FAILED"
-
-
-# --- servers and processes ------------------------------------------------------------------------
-@contextmanager
-def our_server(ctx: Context, name: str, **env: str) -> Iterator[Server]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("CNN_SERVE_") and k != "MODEL_PATH"}
-    port = free_port()
-    server = Server(name, [sys.executable, "-m", "app"],
-                    {**base, "MODEL_PATH": str(ctx.checkpoint), "CNN_SERVE_HOST": "127.0.0.1",
-                     "CNN_SERVE_PORT": str(port), **env},
-                    port, ctx.tmp / f"{name}.log")
-    try:
-        server.wait_ready(ctx.images["png32"])
-        yield server
-    finally:
-        server.stop()
-
-
-def process_tree(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def _sum_kb(pid: int, name: str, field_name: str) -> float:
-    total = 0
-    for p in process_tree(pid):
-        try:
-            text = Path(f"/proc/{p}/{name}").read_text()
-        except OSError:
-            continue
-        found = re.search(rf"^{field_name}:\s+(\d+) kB", text, re.M)
-        total += int(found.group(1)) if found else 0
-    return total / 1024
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MiB (Linux /proc). Pages
-    the processes share (torch's libraries) count once per process."""
-    return _sum_kb(pid, "status", "VmRSS")
-
-
-def pss_mb(pid: int) -> float:
-    """Proportional set size of the process tree: shared pages split between their users, so
-    the sum is what the tree really holds."""
-    return _sum_kb(pid, "smaps_rollup", "Pss")
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int, interval_s: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.interval_s = pid, interval_s
-        self.samples: list[tuple[float, float, float]] = []  # seconds, RSS, PSS (MiB)
-        self._halt = threading.Event()
-        self._t0 = time.monotonic()
-
-    def run(self) -> None:
-        while True:
-            self.samples.append((time.monotonic() - self._t0, rss_mb(self.pid),
-                                 pss_mb(self.pid)))
-            if self._halt.wait(self.interval_s):
-                return
-
-    def stop(self) -> list[tuple[float, float, float]]:
-        self._halt.set()
-        self.join()
-        return self.samples
-
-
-def worker_pids(server: Server) -> list[int]:
-    return [int(p) for p in re.findall(r"Started server process \[(\d+)\]",
-                                       server.log.read_text(errors="replace"))]
-
-
-def log_count(server: Server, pattern: str) -> int:
-    return len(re.findall(pattern, server.log.read_text(errors="replace")))
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> float | None:
-    """Seconds until `condition()` held, or None after `timeout`."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(0.01)
-    return None
-
-
-# --- wrk ----------------------------------------------------------------------------------------
-@dataclass
-class Load:
-    requests: int
-    seconds: float
-    errors: dict[str, int]
-    non2xx: int
-    retry_after_503: int
-    by_status: dict[str, int]
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    @property
-    def error_count(self) -> int:
-        return sum(self.errors.values())
-
-    def line(self) -> str:
-        statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.by_status.items()))
-        errors = ", ".join(f"{k} {v}" for k, v in self.errors.items() if v) or "none"
-        return (f"{self.requests:,} answers in {self.seconds:.1f} s = {self.rps:,.1f}/s; "
-                f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.0f} ms; "
-                f"statuses {{{statuses}}}; socket errors: {errors}")
-
-
-def wrk(ctx: Context, port: int, files: list[Path], connections: int, seconds: float) -> Load:
-    args = ctx.args
-    argv = [args.wrk, "-t", str(max(1, min(args.wrk_threads, connections))),
-            "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", f"{args.timeout:g}s",
-            "-s", str(MIXED_LUA), f"http://127.0.0.1:{port}/predict", "--",
-            *map(str, files)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    raw = json.loads(line.removeprefix("WRK_RESULT "))
-    return Load(
-        requests=raw["requests"], seconds=raw["duration_us"] / 1e6,
-        errors={"connect": raw["connect_errors"], "read": raw["read_errors"],
-                "write": raw["write_errors"], "timeout": raw["timeouts"]},
-        non2xx=raw["non2xx"], retry_after_503=raw["retry_after_503"],
-        by_status=raw["by_status"], p50_ms=raw["p50_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
-        max_ms=raw["max_us"] / 1000,
-    )
-
-
-# --- plain HTTP from Python -----------------------------------------------------------------------
-def request(port: int, method: str, path: str, body: bytes = b"", content_type: str = "",
-            timeout: float = 30) -> tuple[int, dict[str, str], bytes, float]:
-    """One request on a new connection: status, headers, body, seconds."""
-    start = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {"Content-Type": content_type} if content_type else {}
-        conn.request(method, path, body or None, headers)
-        response = conn.getresponse()
-        data = response.read()
-        return (response.status, {k.lower(): v for k, v in response.getheaders()}, data,
-                time.monotonic() - start)
-    finally:
-        conn.close()
-
-
-class Prober(threading.Thread):
-    """Every `interval_s`: a request on a new connection; records (status or error, seconds)."""
-
-    def __init__(self, port: int, method: str, path: str, body: bytes = b"",
-                 content_type: str = "", interval_s: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.args = (port, method, path, body, content_type)
-        self.interval_s = interval_s
-        self.results: list[tuple[str, float, bool]] = []  # outcome, seconds, Retry-After?
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            start = time.monotonic()
-            try:
-                status, headers, _, seconds = request(*self.args, timeout=30)
-                self.results.append((str(status), seconds, "retry-after" in headers))
-            except OSError as exc:
-                self.results.append((type(exc).__name__, time.monotonic() - start, False))
-            self._halt.wait(self.interval_s)
-
-    def stop(self) -> list[tuple[str, float, bool]]:
-        self._halt.set()
-        self.join()
-        return self.results
-
-
-def summary(results: list[tuple[str, float, bool]], outcome: str | None = None) -> str:
-    chosen = [r for r in results if outcome is None or r[0] == outcome]
-    counts = collections.Counter(r[0] for r in results)
-    if not chosen:
-        return f"{dict(counts)}"
-    times = sorted(r[1] * 1000 for r in chosen)
-    return (f"{dict(counts)}, latency p50 {statistics.median(times):.1f} ms, "
-            f"max {times[-1]:.1f} ms")
+__all__ = ["FAULTS", "MIXED_LUA", "SCENARIOS", "Context", "get_args_parser", "main",
+           "make_images", "mix", "summary"]
 
 
 # --- scenarios ----------------------------------------------------------------------------------
@@ -619,198 +393,6 @@ def slow_clients(ctx: Context) -> None:
                                    "hanging": vars(hanging), "after": vars(after),
                                    "records": records,
                                    "rss_mb": [rss_before, rss_after]}
-
-
-def _fuzz_child(conn: Connection, seed: int, indices: list[int]) -> None:
-    seeds = fuzz_images.make_seeds()
-    names = sorted(seeds)
-    for data in seeds.values():  # imports and first-use costs, before anything is timed
-        fuzz_images.decode_outcome(data)
-    baseline = _own_memory("VmRSS")
-    for index in indices:
-        name, data = fuzz_images.case(index, seed, names, seeds)
-        conn.send(("start", index))
-        started = time.perf_counter()
-        try:
-            outcome = fuzz_images.decode_outcome(data)
-        except Exception as exc:  # a bug: what the service would answer with 500
-            outcome = f"BUG {type(exc).__name__}: {str(exc)[:120]}"
-        conn.send(("done", index, name, outcome, time.perf_counter() - started))
-    conn.send(("peak", baseline, _own_memory("VmHWM")))
-
-
-def _own_memory(field_name: str) -> float:
-    found = re.search(rf"^{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text(),
-                      re.M)
-    return int(found.group(1)) / 1024 if found else 0.0
-
-
-def fuzz_decode(ctx: Context) -> None:
-    args = ctx.args
-    procs = max(1, os.cpu_count() or 1)
-    print(f"\n== fuzz-decode: {args.fuzz_cases:,} mutated files (seed {args.fuzz_seed}) in "
-          f"{procs} child processes, {args.fuzz_timeout:g} s allowed per file")
-    spawn = multiprocessing.get_context("spawn")
-    outcomes: collections.Counter[str] = collections.Counter()
-    by_format: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    bugs, hangs, peaks, slowest = [], [], [], (0.0, -1)
-    todo = [list(range(k, args.fuzz_cases, procs)) for k in range(procs)]
-    started = time.monotonic()
-    while any(todo):
-        children = {}
-        for k, indices in enumerate(todo):
-            if indices:
-                parent, child = spawn.Pipe()
-                proc = spawn.Process(target=_fuzz_child, args=(child, args.fuzz_seed, indices))
-                proc.start()
-                child.close()
-                children[parent] = (k, proc, None, time.monotonic())
-        while children:
-            for conn in wait(list(children), timeout=1.0):
-                k, proc, current, since = children[conn]
-                try:
-                    message = conn.recv()
-                except EOFError:  # died without a word: a crash of the interpreter
-                    bugs.append((current, "the decoding process died"))
-                    del children[conn]
-                    todo[k] = todo[k][todo[k].index(current) + 1:] if current in todo[k] else []
-                    continue
-                if message[0] == "start":
-                    children[conn] = (k, proc, message[1], time.monotonic())
-                elif message[0] == "done":
-                    _, index, name, outcome, seconds = message
-                    outcomes["bug" if outcome.startswith("BUG") else outcome] += 1
-                    by_format[name.split("-")[0]][outcome.split(":")[0]] += 1
-                    if outcome.startswith("BUG"):
-                        bugs.append((index, f"{name}: {outcome}"))
-                    slowest = max(slowest, (seconds, index))
-                    todo[k] = todo[k][1:] if todo[k] and todo[k][0] == index else todo[k]
-                    children[conn] = (k, proc, None, time.monotonic())
-                else:
-                    peaks.append(message[1:])
-                    proc.join()
-                    del children[conn]
-            for conn, (k, proc, current, since) in list(children.items()):
-                if current is not None and time.monotonic() - since > args.fuzz_timeout:
-                    hangs.append(current)
-                    proc.kill()
-                    proc.join()
-                    del children[conn]
-                    todo[k] = todo[k][todo[k].index(current) + 1:]
-    elapsed = time.monotonic() - started
-    total = sum(outcomes.values())
-    print(f"  {total:,} files in {elapsed:.0f} s ({total / elapsed:,.0f}/s): {dict(outcomes)}")
-    for fmt, counts in sorted(by_format.items()):
-        print(f"    {fmt:5} {dict(counts)}")
-    base = max((b for b, _ in peaks), default=0.0)
-    peak = max((p for _, p in peaks), default=0.0)
-    print(f"  slowest file {slowest[0] * 1000:.0f} ms (case {slowest[1]}); RSS of a decoding "
-          f"process {base:.0f} MiB after warm-up, {peak:.0f} MiB at its peak")
-    print(f"  escaped exceptions (would be 500s): {len(bugs)} "
-          f"[{ctx.check(not bugs, 'fuzz-decode: exceptions escaped')}]; hangs over "
-          f"{args.fuzz_timeout:g} s: {len(hangs)} [{ctx.check(not hangs, 'fuzz-decode: hangs')}]")
-    for index, what in bugs[:10]:
-        print(f"    case {index}: {what}")
-    ctx.figures["fuzz_decode"] = {"outcomes": dict(outcomes), "bugs": bugs, "hangs": hangs,
-                                  "peak_rss_mb": peaks, "seconds": elapsed}
-    if args.atheris_seconds > 0:
-        _atheris(ctx)
-
-
-def _atheris(ctx: Context) -> None:
-    seconds = ctx.args.atheris_seconds
-    try:
-        import atheris  # noqa: F401
-    except ImportError:
-        print("  atheris: not installed (pip install atheris); skipped")
-        return
-    work = ctx.tmp / "atheris"
-    work.mkdir()
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "fuzz_images.py"), f"-max_total_time={seconds}",
-         "-print_final_stats=1", f"-artifact_prefix={work}/", f"-rss_limit_mb={4096}"],
-        cwd=work, capture_output=True, text=True, check=False,
-    )
-    stats = dict(re.findall(r"^stat::(\w+):\s+(\S+)", done.stderr, re.M))
-    cov = re.findall(r"cov: (\d+)", done.stderr)
-    runs = int(stats.get("number_of_executed_units", 0))
-    ok = ctx.check(done.returncode == 0, "fuzz-decode: atheris found a crash")
-    print(f"  atheris, {seconds} s coverage-guided: {runs:,} inputs, coverage "
-          f"{cov[-1] if cov else '?'} edges, peak RSS {stats.get('peak_rss_mb', '?')} MiB, "
-          f"exit {done.returncode} [{ok}]")
-    if done.returncode != 0:
-        print("\n".join(done.stderr.splitlines()[-30:]))
-
-
-def fuzz_http(ctx: Context) -> None:
-    args = ctx.args
-    clients = 8
-    print(f"\n== fuzz-http: {args.fuzz_http_cases:,} mutated uploads through the server, "
-          f"{clients} keep-alive connections")
-    seeds = fuzz_images.make_seeds()
-    names = sorted(seeds)
-    statuses: collections.Counter[str] = collections.Counter()
-    server_errors: list[tuple[int, str]] = []
-    slowest = [0.0]
-    lock = threading.Lock()
-    with our_server(ctx, "fuzz-http") as server:
-        sampler = RssSampler(server.proc.pid)
-        sampler.start()
-
-        def client(k: int) -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-            for index in range(k, args.fuzz_http_cases, clients):
-                name, data = fuzz_images.case(index, args.fuzz_seed + 1, names, seeds)
-                body, content_type = multipart_bytes(data)
-                started = time.monotonic()
-                try:
-                    conn.request("POST", "/predict", body, {"Content-Type": content_type})
-                    response = conn.getresponse()
-                    text = response.read()
-                    outcome = str(response.status)
-                except (OSError, http.client.HTTPException) as exc:
-                    outcome = type(exc).__name__
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-                    text = b""
-                seconds = time.monotonic() - started
-                with lock:
-                    statuses[outcome] += 1
-                    slowest[0] = max(slowest[0], seconds)
-                    if not outcome.startswith(("2", "4")):
-                        server_errors.append((index, f"{name}: {outcome} {text[:200]!r}"))
-                        (ctx.tmp / f"fuzz-http-{index}.bin").write_bytes(data)
-            conn.close()
-
-        started = time.monotonic()
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - started
-        samples = sampler.stop()
-        log = server.log.read_text(errors="replace")
-    total = sum(statuses.values())
-    print(f"  {total:,} uploads in {elapsed:.0f} s: {dict(sorted(statuses.items()))}")
-    print(f"  5xx or transport errors: {len(server_errors)} "
-          f"[{ctx.check(not server_errors, 'fuzz-http: 5xx or errors')}]; unhandled errors "
-          f"logged: {log.count('unhandled error')}; slowest answer {slowest[0] * 1000:.0f} ms "
-          f"[{ctx.check(slowest[0] < args.timeout, 'fuzz-http: an answer took too long')}]")
-    rss = [row[1] for row in samples]
-    print(f"  RSS of the server {rss[0]:.0f} → {rss[-1]:.0f} MiB, peak {max(rss):.0f} MiB")
-    for index, what in server_errors[:10]:
-        print(f"    case {index}: {what}")
-    ctx.figures["fuzz_http"] = {"statuses": dict(statuses), "errors": server_errors,
-                                "slowest_s": slowest[0], "rss_mb": samples}
-
-
-def multipart_bytes(data: bytes) -> tuple[bytes, str]:
-    boundary = "soakfuzzboundary7f3a"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="fuzz"\r\nContent-Type: application/octet-stream\r\n\r\n').encode() \
-        + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def worker_failure(ctx: Context) -> None:
