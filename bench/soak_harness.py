@@ -255,8 +255,9 @@ def summary(results: list[tuple[str, float, bool]], outcome: str | None = None) 
     if not chosen:
         return f"{dict(counts)}"
     times = sorted(r[1] * 1000 for r in chosen)
+    p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
     return (f"{dict(counts)}, latency p50 {statistics.median(times):.1f} ms, "
-            f"max {times[-1]:.1f} ms")
+            f"p90 {p90:.1f} ms, max {times[-1]:.1f} ms")
 
 
 def multipart_bytes(data: bytes) -> tuple[bytes, str]:

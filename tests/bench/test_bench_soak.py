@@ -47,7 +47,7 @@ def test_the_mix_is_tiny_pngs_and_photos(tmp_path: Path) -> None:
 def test_probe_summary_counts_outcomes_and_times_the_chosen_ones() -> None:
     results = [("200", 0.010, False), ("503", 0.002, True), ("503", 0.004, True)]
     assert soak.summary(results, "503") == \
-        "{'200': 1, '503': 2}, latency p50 3.0 ms, max 4.0 ms"
+        "{'200': 1, '503': 2}, latency p50 3.0 ms, p90 4.0 ms, max 4.0 ms"
     assert soak.summary([], None) == "{}"
 
 
