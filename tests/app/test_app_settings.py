@@ -121,3 +121,13 @@ def test_channels_last_is_on_by_default_and_can_be_turned_off(
     assert load_settings().channels_last is True
     monkeypatch.setenv("CNN_SERVE_CHANNELS_LAST", "false")
     assert load_settings().channels_last is False
+
+
+def test_readme_documents_every_setting() -> None:
+    # The configuration table is what deployers read; a setting missing from it is invisible.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [
+        name for name in Settings.model_fields
+        if f"`{settings_module.ENV_PREFIX}{name.upper()}`" not in readme
+    ]
+    assert missing == []
