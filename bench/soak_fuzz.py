@@ -20,6 +20,9 @@ from bench.soak_harness import REPO, Context, RssSampler, multipart_bytes, our_s
 
 
 def _fuzz_child(conn: Connection, seed: int, indices: list[int]) -> None:
+    # libtiff and libjpeg print a warning per damaged file straight to fd 2, burying the
+    # figures; every outcome comes back through the pipe, and a crash shows as EOF there.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     seeds = fuzz_images.make_seeds()
     names = sorted(seeds)
     for data in seeds.values():  # imports and first-use costs, before anything is timed

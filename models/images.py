@@ -7,9 +7,11 @@ each class to an HTTP status.
 
 from __future__ import annotations
 
+import ctypes
 import io
+from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps  # Image loads PIL._imaging, and with it Pillow's libtiff
 
 # Recognised by content, never by name or Content-Type. Formats whose decoders run external
 # programs (EPS through Ghostscript) or parse documents (PDF, SVG) are never even tried.
@@ -19,6 +21,31 @@ ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 # Pillow itself refuses images over 2 × MAX_IMAGE_PIXELS; our limit must stay under its
 # warning threshold so the clear error below is the one raised.
 PILLOW_PIXEL_CEILING = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+def _silence_libtiff() -> bool:
+    """Stop libtiff printing a warning or error line to stderr for each damaged TIFF.
+
+    Pillow still raises for those files (its decoder checks libtiff's return codes); the lines
+    only bypassed our JSON logs, one or more per hostile upload. libtiff's message handlers are
+    process-wide; a NULL handler means "say nothing". Linux only (the library is found among
+    the mapped files); elsewhere nothing changes. Returns whether libtiff was found.
+    """
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    paths = {line.split()[-1] for line in maps.splitlines() if "/libtiff" in line}
+    for path in paths:
+        lib = ctypes.CDLL(path)  # already loaded: the same instance Pillow uses
+        for setter in (lib.TIFFSetWarningHandler, lib.TIFFSetErrorHandler):
+            setter.restype = ctypes.c_void_p
+            setter.argtypes = [ctypes.c_void_p]
+            setter(None)
+    return bool(paths)
+
+
+LIBTIFF_SILENCED = _silence_libtiff()
 
 
 class ImageError(ValueError):

@@ -68,6 +68,19 @@ def test_a_truncated_png_is_corrupt() -> None:
         decode(data[: len(data) // 2])
 
 
+def test_a_damaged_compressed_tiff_is_corrupt_and_libtiff_prints_nothing(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # libtiff's own handlers would write "ZIPDecode: Decoding error …" to fd 2 for this file,
+    # outside the service's JSON logs; the error must reach the caller as an exception only.
+    data = bytearray(encode(Image.new("RGB", (64, 64), (10, 200, 30)), "TIFF",
+                            compression="tiff_adobe_deflate"))
+    data[10:40] = bytes(b ^ 0x55 for b in data[10:40])
+    with pytest.raises(CorruptImageError, match="TIFF image is truncated or corrupt"):
+        decode(bytes(data))
+    assert capfd.readouterr().err == ""
+
+
 def test_a_header_claiming_65000_squared_pixels_is_refused_before_decoding() -> None:
     with pytest.raises(ImageTooLargeError, match="more pixels than the limit of 10,000,000"):
         decode(png_claiming(65000, 65000))
