@@ -12,6 +12,7 @@ import io
 import json
 import signal
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -150,3 +151,34 @@ def test_a_crashed_inference_worker_is_replaced_by_the_supervisor(
     assert [predict(server).status_code for _ in range(4)] == [200] * 4
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(60) == 0
+
+
+def test_sustained_mixed_load_is_all_200_with_flat_memory(
+    start: Callable[..., Server],
+) -> None:
+    # The short version of bench/soak.py's sustained scenario: 16 keep-alive connections of
+    # tiny PNGs and photo-sized ones. A per-request leak of even one decoded photo (~400 KiB)
+    # would add ~60 MiB over the measured requests.
+    server = start()
+    buffer = io.BytesIO()
+    Image.effect_noise((450, 340), 60).convert("RGB").save(buffer, "PNG")
+    uploads = [png(), buffer.getvalue()]
+
+    def rss_mib() -> float:
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+    def load(requests_per_connection: int) -> list[int]:
+        def connection(k: int) -> list[int]:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                return [client.post("/predict", files={"file": ("x.png", uploads[(k + i) % 2])})
+                        .status_code for i in range(requests_per_connection)]
+
+        with ThreadPoolExecutor(16) as pool:
+            return [s for statuses in pool.map(connection, range(16)) for s in statuses]
+
+    assert set(load(10)) == {200}  # warm-up: thread pools, allocator arenas, caches
+    before = rss_mib()
+    statuses = load(20)
+    assert statuses == [200] * 320
+    assert rss_mib() - before < 24
