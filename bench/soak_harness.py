@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.serve import PHOTO, Server, free_port
+from bench.serve import Server, free_port
+from bench.serve import make_images as serve_images
 
 REPO = Path(__file__).resolve().parents[1]
 MIXED_LUA = REPO / "bench" / "wrk_mixed.lua"
@@ -30,15 +31,8 @@ FAULTS = REPO / "tests" / "app" / "faults"
 
 # --- inputs -------------------------------------------------------------------------------------
 def make_images(folder: Path) -> dict[str, Path]:
-    from PIL import Image
-
-    with Image.open(PHOTO) as photo:
-        photo = photo.convert("RGB")
-        png32 = folder / "cat32.png"
-        photo.resize((32, 32), Image.Resampling.BILINEAR).save(png32, "PNG")
-        jpeg = folder / "cat_1600x1066.jpg"
-        photo.resize((1600, 1066), Image.Resampling.BICUBIC).save(jpeg, "JPEG", quality=90)
-    return {"png32": png32, "photo": PHOTO, "jpeg": jpeg}
+    """bench/serve.py's images, the JPEG at a phone photo's 1600×1066 rather than 12 MP."""
+    return serve_images(folder, jpeg_size=(1600, 1066))
 
 
 def mix(images: dict[str, Path]) -> list[Path]:

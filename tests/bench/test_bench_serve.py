@@ -27,7 +27,7 @@ def test_a_bad_scenario_name_lists_the_valid_ones(capsys: pytest.CaptureFixture[
 
 def test_images_are_made_at_the_sizes_the_issue_names(tmp_path: Path) -> None:
     images = serve.make_images(tmp_path)
-    with Image.open(images["png32"]) as png32, Image.open(images["jpeg12mp"]) as jpeg:
+    with Image.open(images["png32"]) as png32, Image.open(images["jpeg"]) as jpeg:
         assert (png32.format, png32.size) == ("PNG", (32, 32))
         assert (jpeg.format, jpeg.size) == ("JPEG", (4000, 3000))
     with Image.open(images["photo"]) as photo:
