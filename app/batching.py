@@ -52,7 +52,8 @@ class _Item(Generic[T, R]):
     future: asyncio.Future[R]
 
 
-BatchObserver = Callable[[int, float], None]
+BatchObserver = Callable[[int, float], None]  # (batch size, seconds)
+DepthObserver = Callable[[int], None]  # items admitted, after each change
 
 
 class MicroBatcher(Generic[T, R]):
@@ -65,6 +66,7 @@ class MicroBatcher(Generic[T, R]):
         max_wait_s: float,
         capacity: int,
         on_batch: BatchObserver | None = None,
+        on_depth: DepthObserver | None = None,
     ) -> None:
         self._fn = fn
         self._executor = executor
@@ -72,6 +74,7 @@ class MicroBatcher(Generic[T, R]):
         self.max_wait_s = max_wait_s
         self.capacity = capacity
         self._on_batch = on_batch
+        self._on_depth = on_depth
         self._queue: asyncio.Queue[_Item[T, R]] = asyncio.Queue()
         self._batch: list[_Item[T, R]] = []  # being collected or in the model
         self._admitted = 0
@@ -153,11 +156,16 @@ class MicroBatcher(Generic[T, R]):
             raise WorkerUnavailableError(self._stopped_reason)
         if self._admitted + n > self.capacity:
             raise QueueFullError(self.capacity)
-        self._admitted += n
+        self._set_admitted(self._admitted + n)
         try:
             yield
         finally:
-            self._admitted -= n
+            self._set_admitted(self._admitted - n)
+
+    def _set_admitted(self, admitted: int) -> None:
+        self._admitted = admitted
+        if self._on_depth is not None:
+            self._on_depth(admitted)
 
     async def submit(self, payloads: Sequence[T]) -> list[R]:
         """Queue the payloads and wait for their results, in order. An item's exception is

@@ -78,10 +78,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _fail(app, str(exc))
 
     metrics: Metrics = app.state.metrics
-    service = InferenceService(predictor, _limits(settings), on_batch=metrics.observe_batch)
+    service = InferenceService(predictor, _limits(settings), on_batch=metrics.observe_batch,
+                               on_depth=metrics.set_queue_depth)
     service.start()
-    metrics.model.info({**predictor.describe(), "device": str(predictor.device)})
-    metrics.track_queue(lambda: service.batcher.admitted)
+    metrics.set_model({**predictor.describe(), "device": str(predictor.device)})
     app.state.settings = settings
     app.state.service = service
     watchdog = None

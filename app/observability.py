@@ -1,18 +1,21 @@
 """Logs as one JSON object per line, and the Prometheus metrics of one app instance.
 
 Each app gets its own CollectorRegistry, so several apps in one process (tests) never clash.
-With several uvicorn workers every process reports its own numbers; scrape them per worker
-or aggregate upstream.
+Under `python -m app` the supervisor sets PROMETHEUS_MULTIPROC_DIR before it starts the
+worker processes: prometheus-client then keeps every value in files there, and a scrape of any
+worker reports the sum over all of them (restarted workers' counts included), not the numbers
+of whichever process happened to answer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
 from datetime import datetime, timezone
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LOGGER_NAME = "app"
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
@@ -72,16 +75,32 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "cnn_serve_queue_depth", "Images admitted and not yet answered", registry=r,
+            multiprocess_mode="livesum",
         )
         self.predictions = Counter(
             "cnn_serve_predictions", "Predicted classes (the top-1 of each image)", ["class"],
             registry=r,
         )
-        self.model = Info("cnn_serve_model", "The checkpoint being served", registry=r)
+        # What an Info metric shows, as a gauge: Info has no multi-process form.
+        self.model = Gauge(
+            "cnn_serve_model_info", "The checkpoint being served (always 1)",
+            ["name", "arch", "sha256", "device"], registry=r, multiprocess_mode="max",
+        )
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_latency.observe(seconds)
 
-    def track_queue(self, depth: Callable[[], float]) -> None:
-        self.queue_depth.set_function(depth)
+    def set_queue_depth(self, depth: int) -> None:
+        self.queue_depth.set(depth)
+
+    def set_model(self, labels: dict[str, str]) -> None:
+        self.model.labels(**labels).set(1)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this app, or of all worker processes together."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

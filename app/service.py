@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from app.batching import BatchObserver, MicroBatcher
+from app.batching import BatchObserver, DepthObserver, MicroBatcher
 from app.predictor import Predictor
 from models.images import ImageError
 
@@ -49,7 +49,8 @@ class ServiceLimits:
 
 class InferenceService:
     def __init__(
-        self, predictor: Predictor, limits: ServiceLimits, on_batch: BatchObserver | None = None
+        self, predictor: Predictor, limits: ServiceLimits, on_batch: BatchObserver | None = None,
+        on_depth: DepthObserver | None = None,
     ) -> None:
         self.predictor = predictor
         self.limits = limits
@@ -62,6 +63,7 @@ class InferenceService:
             max_wait_s=limits.max_batch_wait_s,
             capacity=limits.queue_capacity,
             on_batch=on_batch,
+            on_depth=on_depth,
         )
 
     def start(self) -> None:

@@ -16,16 +16,23 @@ The supervisor stays small:
 - a worker that fails at startup (bad settings or checkpoint, exit status 3), or more than
   MAX_RESTARTS replacements within RESTART_WINDOW_S, stops everything with a non-zero exit,
   so a container restarts the whole service instead of looping or running short of workers.
+- a worker whose supervisor dies (even by SIGKILL) gets SIGTERM from the kernel and stops.
+- the workers' Prometheus metrics live in one folder (PROMETHEUS_MULTIPROC_DIR; a temporary one
+  unless set), so /metrics on any worker reports all of them; a dead worker's live gauges are
+  dropped, its counters kept. See app/observability.py.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections import deque
 from multiprocessing.connection import wait
@@ -34,12 +41,15 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from prometheus_client import multiprocess
 
 from app.serving import APP, STARTUP_FAILURE, serve
 
 logger = logging.getLogger("uvicorn.error")
 
 MAX_RESTARTS = 5
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 RESTART_WINDOW_S = 60.0
 
 
@@ -52,8 +62,21 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve(host: str, port: int, options: dict[str, Any]) -> None:
+def _die_with(parent_pid: int) -> None:
+    """Linux: have the kernel send this process SIGTERM when the supervisor dies, even by
+    SIGKILL, so no orphaned worker goes on serving the port. Elsewhere: nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _serve(host: str, port: int, options: dict[str, Any], parent_pid: int) -> None:
     """One worker process: its own socket on the shared port, one uvicorn server."""
+    _die_with(parent_pid)
     sock = reuseport_socket(host, port)
     sys.exit(serve(options, sockets=[sock], host=host, port=port))
 
@@ -75,8 +98,10 @@ class Supervisor:
 
     # --- processes ---------------------------------------------------------------------------
     def start(self, slot: int) -> None:
-        proc = self._spawn.Process(target=_serve, args=(self.host, self.port, self.options),
-                                   name=f"worker-{slot}")
+        proc = self._spawn.Process(
+            target=_serve, args=(self.host, self.port, self.options, os.getpid()),
+            name=f"worker-{slot}",
+        )
         proc.start()
         self.slots[slot] = proc
 
@@ -97,6 +122,8 @@ class Supervisor:
     def _exited(self, slot: int, proc: BaseProcess) -> None:
         proc.join()
         self.slots[slot] = None
+        if proc.pid is not None:
+            multiprocess.mark_process_dead(proc.pid)
         code = proc.exitcode
         if self.stop_deadline is not None:
             if not _clean(code) and self.failed is None:
@@ -156,7 +183,14 @@ def run(host: str, port: int, workers: int, stop_timeout_s: float = 30.0,
                 f"[{host}]" if ":" in host else host, port)
     logger.info("Started supervisor [%d] with %d workers, one SO_REUSEPORT socket each",
                 os.getpid(), workers)
+    metrics_dir = None
+    if not os.environ.get(METRICS_DIR_VARIABLE):
+        metrics_dir = tempfile.mkdtemp(prefix="cnn-serve-metrics-")
+        os.environ[METRICS_DIR_VARIABLE] = metrics_dir  # inherited by the workers
     try:
         return Supervisor(host, port, workers, stop_timeout_s, options).run()
     finally:
         reserved.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            del os.environ[METRICS_DIR_VARIABLE]

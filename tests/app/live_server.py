@@ -3,6 +3,7 @@ collected, raw sockets and HTTP clients to talk to it, and a poll with a deadlin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -32,8 +33,9 @@ class Server:
         env.update(MODEL_PATH=str(checkpoint), CNN_SERVE_DEVICE="cpu", CNN_SERVE_PORT="0",
                    CNN_SERVE_MAX_UPLOAD_BYTES="1000000", CNN_SERVE_TORCH_THREADS="1")
         env.update(env_vars)
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # its own process group: close() ends it all
             [sys.executable, *argv], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
@@ -94,6 +96,8 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):  # workers, should any outlive it
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.pump.join(10)
         assert self.proc.stderr is not None
         self.proc.stderr.close()

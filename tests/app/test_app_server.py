@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from app_support import png
-from live_server import PYTHON_M_APP, REPO, Server, finish_a_request_across_sigterm
+from live_server import PYTHON_M_APP, REPO, Server, finish_a_request_across_sigterm, poll
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +69,23 @@ def test_python_m_app_serves_from_several_worker_processes(checkpoint: Path) -> 
         with httpx.Client(base_url=s.url) as client:  # new connections spread over workers
             codes = [client.post("/predict", files={"file": ("x.png", png(), "image/png")},
                                  headers={"Connection": "close"}).status_code
-                     for _ in range(6)]
-        assert codes == [200] * 6
+                     for _ in range(20)]
+            # Whichever worker answers a scrape, it reports all 20 (2^-19 odds that one
+            # worker served them all); per-process numbers would show each worker's share.
+            scrapes = [client.get("/metrics", headers={"Connection": "close"}).text
+                       for _ in range(10)]
+        assert codes == [200] * 20
+        for text in scrapes:
+            samples = {(x.name, tuple(sorted(x.labels.items()))): x.value
+                       for family in text_string_to_metric_families(text)
+                       for x in family.samples}
+            ok = (("method", "POST"), ("route", "/predict"), ("status", "200"))
+            assert samples[("cnn_serve_http_requests_total", ok)] == 20
+            assert sum(v for (name, _), v in samples.items()
+                       if name == "cnn_serve_predictions_total") == 20
+            assert samples[("cnn_serve_queue_depth", ())] == 0
+            assert [v for (name, _), v in samples.items()
+                    if name == "cnn_serve_model_info"] == [1]
         s.wait_for_log("ready: serving", count=2)
         finish_a_request_across_sigterm(s)  # SIGTERM, exit status 0
         log = s.drain_log()
@@ -87,3 +103,30 @@ def test_python_m_app_exits_non_zero_when_a_worker_cannot_start(tmp_path: Path) 
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "no such file" in result.stderr and "stopping the others" in result.stderr
+
+
+def test_workers_stop_when_the_supervisor_is_killed(checkpoint: Path) -> None:
+    # SIGKILL cannot be handled: the kernel's parent-death signal must end the workers, or
+    # they would go on serving the port as orphans.
+    s = Server(checkpoint, PYTHON_M_APP, CNN_SERVE_WORKERS="2")
+    try:
+        s.wait_healthy()
+        s.wait_for_log("ready: serving", count=2)
+        pid = s.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = [int(c) for c in children
+                   if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        s.proc.kill()
+
+        def gone(worker: int) -> bool:
+            try:
+                return Path(f"/proc/{worker}/status").read_text().count("State:\tZ") == 1
+            except FileNotFoundError:
+                return True
+
+        poll(lambda: all(gone(w) for w in workers), 30, "the orphaned workers to exit")
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{s.url}/healthz")
+    finally:
+        s.close()
