@@ -127,6 +127,14 @@ assert isinstance(body.get("class"), str) and body["class"] in body["probabiliti
 assert 0.0 <= body["confidence"] <= 1.0, body
 PY
 
+# --- /metrics: any worker reports the one prediction so far ------------------------------------
+for _ in 1 2 3 4; do  # new connections, so the scrapes reach different worker processes
+    count=$(curl -sS "$BASE/metrics" \
+        | awk '/^cnn_serve_http_requests_total\{/ && /route="\/predict"/ && /status="200"/ {print $2}')
+    [[ $count == 1.0 ]] || fail "/metrics reported ${count:-no} POST /predict 200s, expected 1.0"
+done
+say "GET /metrics: 1 prediction counted, whichever worker answered (4 scrapes)"
+
 # --- a bad upload: 4xx with a JSON detail ------------------------------------------------------
 printf 'this is not an image\n' >"$WORK/not-an-image.txt"
 code=$(curl -sS -o "$WORK/bad.json" -w '%{http_code}' -F file=@"$WORK/not-an-image.txt" "$BASE/predict")
