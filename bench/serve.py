@@ -241,6 +241,15 @@ def servers(args: argparse.Namespace, checkpoint: Path, tmp: Path,
 
 
 # --- load ---------------------------------------------------------------------------------------
+def wrk_result(argv: list[str]) -> dict:
+    """Run wrk with one of our Lua scripts; the JSON its done() prints on a WRK_RESULT line."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return json.loads(line.removeprefix("WRK_RESULT "))
+
+
 def run_wrk(args: argparse.Namespace, server: Server, image: Path, connections: int,
             seconds: float) -> Result:
     threads = max(1, min(args.wrk_threads, connections))
@@ -248,12 +257,8 @@ def run_wrk(args: argparse.Namespace, server: Server, image: Path, connections: 
             "--timeout", f"{args.timeout:g}s", "-s", str(LUA),
             f"http://127.0.0.1:{server.port}/predict", "--", str(image)]
     cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    raw = wrk_result(argv)
     cpu = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    raw = json.loads(line.removeprefix("WRK_RESULT "))
     return Result(
         requests=raw["requests"], seconds=raw["duration_us"] / 1e6,
         errors=raw["connect_errors"] + raw["read_errors"] + raw["write_errors"]

@@ -7,11 +7,9 @@ from __future__ import annotations
 import argparse
 import collections
 import http.client
-import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.serve import Server, free_port
+from bench.serve import Server, free_port, wrk_result
 from bench.serve import make_images as serve_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,11 +182,7 @@ def wrk(ctx: Context, port: int, files: list[Path], connections: int, seconds: f
             "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", f"{args.timeout:g}s",
             "-s", str(MIXED_LUA), f"http://127.0.0.1:{port}/predict", "--",
             *map(str, files)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    raw = json.loads(line.removeprefix("WRK_RESULT "))
+    raw = wrk_result(argv)
     return Load(
         requests=raw["requests"], seconds=raw["duration_us"] / 1e6,
         errors={"connect": raw["connect_errors"], "read": raw["read_errors"],
