@@ -72,14 +72,7 @@ def test_while_the_queue_is_full_uploads_are_refused_before_their_body_is_read(
     service = service_of(client)
     gate = ModelGate(service.predictor.model)
     gate.close()
-    body, content_type = _multipart(png())
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "root_path": "",
-        "query_string": b"", "headers": [(b"content-type", content_type),
-                                         (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {},
-    }
+    body, scope = _predict_request(png())
     sent: list[dict] = []
 
     async def receive() -> dict:
@@ -173,25 +166,28 @@ def test_model_failure_is_a_500_with_the_request_id_logged(
     assert post(client).status_code == 200
 
 
-def _multipart(data: bytes) -> tuple[bytes, bytes]:
+def _predict_request(data: bytes) -> tuple[bytes, dict]:
+    """A multipart body uploading `data`, and the ASGI scope of a POST /predict carrying it,
+    for tests that drive the app directly (to hang up, or to see whether the body is read)."""
     boundary = b"testboundary"
     body = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; '
             b'filename="x.png"\r\nContent-Type: image/png\r\n\r\n' + data
             + b"\r\n--" + boundary + b"--\r\n")
-    return body, b"multipart/form-data; boundary=" + boundary
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary),
+                    (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {},
+    }
+    return body, scope
 
 
 def test_client_disconnect_cancels_its_queued_work(client: TestClient, gate: ModelGate) -> None:
     """Drive the ASGI app directly in its own event loop so the test can hang up."""
     service = service_of(client)
-    body, content_type = _multipart(png())
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "root_path": "",
-        "query_string": b"", "headers": [(b"content-type", content_type),
-                                         (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {},
-    }
+    body, scope = _predict_request(png())
     sent: list[dict] = []
 
     async def hang_up_while_queued() -> None:
@@ -229,14 +225,7 @@ def test_client_disconnect_cancels_its_queued_work(client: TestClient, gate: Mod
 def test_client_hanging_up_mid_upload_is_a_499_not_an_error(
     client: TestClient, app_logs: list[logging.LogRecord]
 ) -> None:
-    body, content_type = _multipart(png())
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "root_path": "",
-        "query_string": b"", "headers": [(b"content-type", content_type),
-                                         (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {},
-    }
+    body, scope = _predict_request(png())
     messages = [{"type": "http.disconnect"},
                 {"type": "http.request", "body": body[:40], "more_body": True}]
     sent: list[dict] = []
