@@ -50,6 +50,20 @@ def test_prediction_errors_are_documented_with_their_json_shape(openapi: dict, p
         assert schema == {"$ref": "#/components/schemas/ErrorBody"}, status
 
 
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_prediction_routes_document_top_k_and_the_multipart_field(
+    openapi: dict, path: str
+) -> None:
+    """The routes read both themselves, so the documentation is written by hand: check it."""
+    operation = openapi["paths"][path]["post"]
+    [top_k] = operation["parameters"]
+    assert (top_k["name"], top_k["in"], top_k["required"]) == ("top_k", "query", False)
+    assert top_k["schema"]["type"] == "integer" and top_k["schema"]["minimum"] == 1
+    body = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    field = "file" if path == "/predict" else "files"
+    assert body["required"] == [field] and field in body["properties"]
+
+
 def test_prediction_schema_uses_the_public_field_names(openapi: dict) -> None:
     fields = openapi["components"]["schemas"]["Prediction"]["properties"]
     assert set(fields) == {"class", "class_index", "confidence", "probabilities", "top_k",
