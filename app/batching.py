@@ -185,6 +185,11 @@ class MicroBatcher(Generic[T, R]):
         for item in items:
             self._queue.put_nowait(item)
         try:
+            if len(items) == 1:  # /predict: no gather (a future and a callback per item)
+                try:
+                    return [await items[0].future]
+                except Exception as exc:
+                    return [exc]
             return list(await asyncio.gather(
                 *(item.future for item in items), return_exceptions=True
             ))

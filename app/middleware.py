@@ -91,8 +91,7 @@ class RequestContextMiddleware:
             route = _route_template(scope)
             seconds = time.perf_counter() - started_at
             code = str(status or 500)
-            self.metrics.requests.labels(route, scope["method"], code).inc()
-            self.metrics.latency.labels(route).observe(seconds)
+            self.metrics.observe_request(route, scope["method"], code, seconds)
             access_log.info(
                 "%s %s %s", scope["method"], scope["path"], code,
                 extra={"request_id": rid, "method": scope["method"], "route": route,

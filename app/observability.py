@@ -57,6 +57,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._prediction_children: dict[str, Counter] = {}
         r = self.registry
         self.requests = Counter(
             "cnn_serve_http_requests", "HTTP requests answered, by route template and status",
@@ -86,6 +88,23 @@ class Metrics:
             "cnn_serve_model_info", "The checkpoint being served (always 1)",
             ["name", "arch", "sha256", "device"], registry=r, multiprocess_mode="max",
         )
+
+    def observe_request(self, route: str, method: str, status: str, seconds: float) -> None:
+        # labels() validates and locks on every call; the label sets are small and bounded
+        # (route templates, methods, statuses), so each child is looked up once.
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(route))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_prediction(self, class_name: str) -> None:
+        child = self._prediction_children.get(class_name)
+        if child is None:
+            child = self._prediction_children[class_name] = self.predictions.labels(class_name)
+        child.inc()
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -125,7 +125,7 @@ def _shape(row: list[float], predictor: Predictor, k: int, metrics: Metrics) -> 
     classes = predictor.classes
     order = sorted(range(len(row)), key=row.__getitem__, reverse=True)
     best = order[0]
-    metrics.predictions.labels(classes[best]).inc()
+    metrics.count_prediction(classes[best])
     return {
         "class": classes[best],
         "class_index": best,
