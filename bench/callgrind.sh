@@ -36,10 +36,10 @@ until [ -e "$gate.ready" ]; do
   kill -0 "$pid" 2>/dev/null || { cat "$work/out.txt" "$work/valgrind.log" >&2; exit 1; }
   sleep 0.5
 done
-callgrind_control --instr=on "$pid" >/dev/null
+callgrind_control --instr=on "$pid" >/dev/null 2>&1
 touch "$gate.go"
 until [ -e "$gate.done" ]; do sleep 0.2; done
-callgrind_control --instr=off "$pid" >/dev/null
+callgrind_control --instr=off "$pid" >/dev/null 2>&1
 touch "$gate.exit"
 wait "$pid"
 

@@ -11,6 +11,8 @@ driven the same way. Targets alternate, and every figure is the median over the 
 
     python -m bench.hotpath                                  # 32×32 PNG, 2,000 requests × 3
     python -m bench.hotpath --image examples/cat.png --requests 300
+    python -m bench.hotpath --pause-ms 5                     # idle 5 ms between requests
+    python -m bench.hotpath --targets ours --ours-env CNN_SERVE_TORCH_THREADS=2
 
 Our service runs with its default settings, access log included (captured, not shown); the
 baseline's uvicorn access log is not part of its app, so it is not counted.
@@ -40,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/hotpath.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO))
 
-from bench.serve import make_checkpoint, make_images, multipart  # noqa: E402
+from bench.serve import make_checkpoint, make_images, multipart, parse_env  # noqa: E402
 
 TARGETS = ("ours", "baseline")
 RESULT_PREFIX = "HOTPATH "
@@ -103,17 +105,21 @@ def wait_for(path: Path) -> None:
 
 
 async def measure(app: Any, one: Callable[[], Any], warmup: int, requests: int,
-                  gate: str | None) -> dict[str, float]:
+                  pause_s: float, gate: str | None) -> dict[str, float]:
+    """Per request: wall time (pauses not counted), event-loop-thread CPU, process CPU."""
     async with app.router.lifespan_context(app):
         for _ in range(warmup):
             await one()
         if gate:
             Path(gate + ".ready").touch()
             wait_for(Path(gate + ".go"))
-        wall, loop_cpu, cpu = time.perf_counter(), time.thread_time(), time.process_time()
+        wall, loop_cpu, cpu = 0.0, time.thread_time(), time.process_time()
         for _ in range(requests):
+            if pause_s:
+                await asyncio.sleep(pause_s)  # every thread idle, as between two clients
+            started = time.perf_counter()
             await one()
-        wall = time.perf_counter() - wall
+            wall += time.perf_counter() - started
         loop_cpu = time.thread_time() - loop_cpu
         cpu = time.process_time() - cpu
         if gate:
@@ -129,7 +135,7 @@ def child(args: argparse.Namespace) -> int:
     app = load_app(args.child, args.checkpoint)
     body, content_type = multipart(args.image)
     result = uvloop.run(measure(app, request_driver(app, body, content_type), args.warmup,
-                                args.requests, args.gate))
+                                args.requests, args.pause_ms / 1000, args.gate))
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
 
@@ -138,9 +144,11 @@ def child(args: argparse.Namespace) -> int:
 def run_child(args: argparse.Namespace, target: str, checkpoint: Path, image: Path) -> dict:
     argv = [sys.executable, "-m", "bench.hotpath", "--child", target, "--checkpoint",
             str(checkpoint), "--image", str(image), "--requests", str(args.requests),
-            "--warmup", str(args.warmup)]
+            "--warmup", str(args.warmup), "--pause-ms", str(args.pause_ms)]
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("CNN_SERVE_") and k != "MODEL_PATH"}
+    if target == "ours":
+        env.update(parse_env(args.ours_env))
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)), None)
     if done.returncode != 0 or line is None:
@@ -172,6 +180,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=2000, help="measured requests")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests first")
     parser.add_argument("--rounds", type=int, default=3, help="runs per target; medians shown")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="idle time before each measured request (not counted)")
+    parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for our app, e.g. CNN_SERVE_TORCH_THREADS=2; "
+                             "repeat for several")
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS),
                         help="apps to measure")
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -184,9 +197,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.requests < 1 or args.warmup < 0 or args.rounds < 1:
-        print("error: --requests must be >= 1, --warmup >= 0, --rounds >= 1", file=sys.stderr)
+    if args.requests < 1 or args.warmup < 0 or args.rounds < 1 or args.pause_ms < 0:
+        print("error: --requests must be >= 1, --warmup >= 0, --rounds >= 1, --pause-ms >= 0",
+              file=sys.stderr)
         return 2
+    parse_env(args.ours_env)  # a malformed pair stops here, not in every child
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-hotpath-")))
         if args.checkpoint is None:
@@ -196,7 +211,9 @@ def main(args: argparse.Namespace) -> int:
         if args.child:
             return child(args)
         print(f"image {args.image.name} ({args.image.stat().st_size:,} bytes); "
-              f"{args.requests} requests after {args.warmup} warm-up, {args.rounds} round(s)")
+              f"{args.requests} requests after {args.warmup} warm-up, {args.rounds} round(s)"
+              + (f", {args.pause_ms:g} ms idle before each" if args.pause_ms else "")
+              + (f"; ours with {' '.join(args.ours_env)}" if args.ours_env else ""))
         results: dict[str, list[dict]] = {t: [] for t in args.targets}
         for rnd in range(args.rounds):
             order = list(args.targets) if rnd % 2 == 0 else list(reversed(args.targets))

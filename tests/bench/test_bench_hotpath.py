@@ -42,3 +42,18 @@ def test_a_child_that_gets_errors_fails_loudly(tmp_path: Path) -> None:
     )
     with pytest.raises(RuntimeError, match="answered \\[415\\]"):
         hotpath.main(args)
+
+
+def test_ours_env_reaches_our_app() -> None:
+    """A setting our app refuses at startup fails the run, so the setting got there."""
+    args = hotpath.get_args_parser().parse_args(
+        ["--requests", "1", "--warmup", "0", "--rounds", "1",
+         "--ours-env", "CNN_SERVE_TORCH_THREADS=0"]
+    )
+    with pytest.raises(RuntimeError, match="ours failed"):
+        hotpath.main(args)
+
+
+def test_a_negative_pause_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert hotpath.main(hotpath.get_args_parser().parse_args(["--pause-ms", "-1"])) == 2
+    assert "--pause-ms >= 0" in capsys.readouterr().err
