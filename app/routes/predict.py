@@ -1,11 +1,10 @@
 """POST /predict and /predict/batch: validate the upload, await the service, shape the answer.
 
 These are the hot routes, kept lean by measurement: no FastAPI dependencies (see
-app/dependencies.py) and no declared parameters at all (FastAPI's parameter solving for one
-optional `top_k` was a tenth of the event loop's instructions per request, measured with
-callgrind; `_top_k` reads it instead, with the same validation and 422), the multipart body
-split by app/multipart.py rather than `File()` parameters, and the JSON written by orjson
-(see `_json`).
+app/dependencies.py), no declared parameters and no per-request FastAPI handler at all (see
+app/routes/direct.py; `_top_k` reads the query parameter with the same validation and 422 that
+`Query(ge=1)` gave), the multipart body split by app/multipart.py rather than `File()`
+parameters, and the JSON written by orjson (see `_json`).
 """
 
 from __future__ import annotations
@@ -25,14 +24,16 @@ from app.errors import PayloadTooLargeError
 from app.multipart import Part, TooManyPartsError, boundary_of, parse
 from app.observability import Metrics
 from app.predictor import Predictor
+from app.routes.direct import DirectRoute
 from app.schemas import BatchPrediction, ErrorBody, Prediction
 from app.service import InferenceService
 from app.settings import Settings
 from models.images import ACCEPTED
 
 # No router dependencies: see app/dependencies.py. The API key is checked by
-# UploadGuardMiddleware and documented by app.security.document_api_key.
-router = APIRouter(tags=["predict"])
+# UploadGuardMiddleware and documented by app.security.document_api_key. The endpoints are
+# called directly, without FastAPI's per-request handler: see app/routes/direct.py.
+router = APIRouter(tags=["predict"], route_class=DirectRoute)
 
 
 def _err(description: str) -> dict[str, Any]:
