@@ -5,6 +5,8 @@
 #
 #   bench/callgrind.sh ours [REQUESTS] [IMAGE]        # default 200 requests, the 32×32 PNG
 #   bench/callgrind.sh baseline
+#   KEEP=/tmp/cg bench/callgrind.sh ours               # keep the profiles, one file per thread,
+#   callgrind_annotate /tmp/cg/cg.*-05 | head -40       # to see where a thread's instructions go
 #
 # Needs valgrind (Debian: apt-get install valgrind). Slow: importing torch under valgrind takes
 # a few minutes, and each measured request ~50× its normal time.
@@ -52,3 +54,6 @@ for f in "$work"/cg.*-*; do
   echo "$target $which: $((n / requests)) instructions per request"
 done
 echo "$target all threads: $((total / requests)) instructions per request ($requests requests)"
+if [ -n "${KEEP:-}" ]; then
+  mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/ && echo "profiles kept in $KEEP"
+fi
