@@ -43,12 +43,12 @@ from typing import Any
 import uvicorn
 from prometheus_client import multiprocess
 
+from app.observability import METRICS_DIR_VARIABLE
 from app.serving import APP, STARTUP_FAILURE, serve
 
 logger = logging.getLogger("uvicorn.error")
 
 MAX_RESTARTS = 5
-METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 RESTART_WINDOW_S = 60.0
 
