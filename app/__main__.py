@@ -5,8 +5,9 @@ of the service (CNN_SERVE_HOST, CNN_SERVE_PORT, CNN_SERVE_WORKERS; one worker pr
 available CPU by default), with the connection timeouts of app/serving.py, exit status 0
 after SIGTERM, and without uvicorn's access log, since the app writes its own JSON access
 line per request. uvicorn picks uvloop and httptools when they are installed (they are, with
-uvicorn[standard]). With several workers each gets a listening socket of its own and a
-supervisor that replaces a worker that dies (app/workers.py), unless CNN_SERVE_REUSE_PORT=false.
+uvicorn[standard]). Several workers get a supervisor that replaces a worker that dies and
+deals the connections to them in turn (app/workers.py, app/dealer.py), unless
+CNN_SERVE_BALANCE=shared (uvicorn's own --workers).
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def main() -> None:
     options = uvicorn_options(settings)
     if settings.worker_count == 1:
         sys.exit(serve(options, host=settings.host, port=settings.port))
-    if settings.reuse_port and hasattr(socket, "SO_REUSEPORT"):
+    if settings.balance != "shared" and hasattr(socket, "SO_REUSEPORT"):
         sys.exit(workers.run(settings.host, settings.port, settings.worker_count,
                              stop_timeout_s=settings.shutdown_timeout_s + STOP_MARGIN_S,
-                             **options))
+                             deal=settings.balance == "deal", **options))
     uvicorn.run(  # uvicorn's own supervisor, one shared socket
         APP, host=settings.host, port=settings.port, workers=settings.worker_count, **options,
     )

@@ -33,6 +33,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker, when there are several
         }
         entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD_ATTRS)
         if record.exc_info:

@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from app.dealer import DealtServer
 from app.protocol import http_protocol
 from app.settings import Settings
 
@@ -44,10 +45,13 @@ def _already_handled(signum: int, frame: FrameType | None) -> None:
 
 
 def serve(
-    options: dict[str, Any], *, sockets: list[socket.socket] | None = None, **config: Any
+    options: dict[str, Any], *, sockets: list[socket.socket] | None = None,
+    channel: socket.socket | None = None, **config: Any
 ) -> int:
-    """Run one server until it is told to stop; the exit status for the process."""
-    server = uvicorn.Server(uvicorn.Config(APP, **config, **options))
+    """Run one server until it is told to stop; the exit status for the process. With a
+    `channel`, it serves the connections a supervisor deals to it (app/dealer.py)."""
+    uv_config = uvicorn.Config(APP, **config, **options)
+    server = uvicorn.Server(uv_config) if channel is None else DealtServer(uv_config, channel)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _already_handled)  # uvicorn puts this back before it re-raises
     server.run(sockets=sockets)

@@ -156,10 +156,15 @@ class Settings(BaseSettings):
         description="server processes (default: one per available CPU; 1 on a GPU)",
     )
 
-    reuse_port: bool = Field(
-        True, description="with several workers, give each its own SO_REUSEPORT listening "
-                          "socket so the kernel spreads connections evenly (false: uvicorn's "
-                          "shared socket)",
+    # How several workers share the port. wrk's 32 keep-alive connections split 16/16 when
+    # dealt, 13/19 … 21/11 hashed by SO_REUSEPORT, 3/29 … 25/7 on one shared socket; the
+    # worker with more connections answers later (p99 38 vs 41 ms at 32 connections, median
+    # of 7 alternating runs each; README, Performance).
+    balance: Literal["deal", "reuseport", "shared"] = Field(
+        "deal", description="with several workers: `deal` (the supervisor accepts each "
+                            "connection and hands it to the workers in turn), `reuseport` (an "
+                            "SO_REUSEPORT socket per worker, connections hashed by the kernel) "
+                            "or `shared` (uvicorn's --workers: one socket, first to wake wins)",
     )
 
     @property

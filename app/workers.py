@@ -1,10 +1,13 @@
-"""Several server processes on one port, each with a listening socket of its own (SO_REUSEPORT).
+"""Several server processes on one port, started and watched by a small supervisor.
 
 uvicorn's `--workers` shares one listening socket between its processes, and whichever process
 wakes first accepts every connection waiting. A burst of keep-alive connections (a proxy's
 pool, or wrk's 32) split between two workers like 28/4, 30/2 or 32/0 in our measurements, so
-one core sat idle while the other queued. With one SO_REUSEPORT socket per process the kernel
-hashes each new connection to one of them, independently of who is awake.
+one core sat idle while the other queued. Two better ways, by the `balance` setting:
+- `deal` (default): the supervisor alone listens, accepts each connection and hands it to the
+  workers in turn (app/dealer.py): 32 connections split 16/16.
+- `reuseport`: each worker has an SO_REUSEPORT listening socket of its own and the kernel
+  hashes each new connection to one of them, independently of who is awake: 13/19 … 21/11.
 
 The supervisor stays small:
 - it starts the workers and passes SIGTERM/SIGINT on to them; once they have all exited it
@@ -12,7 +15,7 @@ The supervisor stays small:
   running `stop_timeout_s` after the signal is killed, so shutdown is bounded.
 - a worker that exits while the service is running (killed, out of memory, or ended by its
   watchdog because its inference worker died or hung) is replaced by a fresh process. The
-  others keep serving meanwhile; the kernel sends new connections only to listening sockets.
+  others keep serving meanwhile: new connections go only to workers that are ready.
 - a worker that fails at startup (bad settings or checkpoint, exit status 3), or more than
   MAX_RESTARTS replacements within RESTART_WINDOW_S, stops everything with a non-zero exit,
   so a container restarts the whole service instead of looping or running short of workers.
@@ -43,6 +46,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import multiprocess
 
+from app.dealer import Dealer, channel_pair
 from app.observability import METRICS_DIR_VARIABLE
 from app.serving import APP, STARTUP_FAILURE, serve
 
@@ -74,9 +78,13 @@ def _die_with(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _serve(host: str, port: int, options: dict[str, Any], parent_pid: int) -> None:
-    """One worker process: its own socket on the shared port, one uvicorn server."""
+def _serve(host: str, port: int, options: dict[str, Any], parent_pid: int,
+           channel: socket.socket | None) -> None:
+    """One worker process, one uvicorn server: on its own socket on the shared port, or
+    serving the connections the supervisor deals to it over `channel`."""
     _die_with(parent_pid)
+    if channel is not None:
+        sys.exit(serve(options, channel=channel, host=host, port=port))
     sock = reuseport_socket(host, port)
     sys.exit(serve(options, sockets=[sock], host=host, port=port))
 
@@ -87,8 +95,9 @@ def _clean(exitcode: int | None) -> bool:
 
 class Supervisor:
     def __init__(self, host: str, port: int, workers: int, stop_timeout_s: float,
-                 options: dict[str, Any]) -> None:
+                 options: dict[str, Any], dealer: Dealer | None = None) -> None:
         self.host, self.port, self.options = host, port, options
+        self.dealer = dealer
         self.stop_timeout_s = stop_timeout_s
         self._spawn = multiprocessing.get_context("spawn")
         self.slots: list[BaseProcess | None] = [None] * workers
@@ -98,17 +107,25 @@ class Supervisor:
 
     # --- processes ---------------------------------------------------------------------------
     def start(self, slot: int) -> None:
+        ours = theirs = None
+        if self.dealer is not None:
+            ours, theirs = channel_pair()
         proc = self._spawn.Process(
-            target=_serve, args=(self.host, self.port, self.options, os.getpid()),
+            target=_serve, args=(self.host, self.port, self.options, os.getpid(), theirs),
             name=f"worker-{slot}",
         )
         proc.start()
         self.slots[slot] = proc
+        if self.dealer is not None and ours is not None and theirs is not None:
+            theirs.close()  # the worker has it now
+            self.dealer.add(slot, ours)
 
     def stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         if self.stop_deadline is not None:
             return
         self.stop_deadline = time.monotonic() + self.stop_timeout_s
+        if self.dealer is not None:
+            self.dealer.close()
         for proc in self.slots:
             if proc is not None and proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -122,6 +139,8 @@ class Supervisor:
     def _exited(self, slot: int, proc: BaseProcess) -> None:
         proc.join()
         self.slots[slot] = None
+        if self.dealer is not None:
+            self.dealer.remove(slot)
         if proc.pid is not None:
             multiprocess.mark_process_dead(proc.pid)
         code = proc.exitcode
@@ -158,9 +177,19 @@ class Supervisor:
             timeout = 1.0
             if self.stop_deadline is not None:
                 timeout = min(timeout, max(0.0, self.stop_deadline - time.monotonic()))
-            ready = wait(list(running), timeout=timeout)
+            waitables: list[Any] = list(running)
+            if self.dealer is not None:
+                waitables += self.dealer.waitables()
+                timeout = self.dealer.timeout(timeout)
+            ready = wait(waitables, timeout=timeout)
             for sentinel in ready:
-                self._exited(*running[sentinel])
+                if sentinel in running:
+                    self._exited(*running[sentinel])
+            if self.dealer is not None:
+                for slot in self.dealer.handle(ready):
+                    if (proc := self.slots[slot]) is not None:
+                        logger.info("worker %s [%s] ready for connections", proc.name, proc.pid)
+                ready = [r for r in ready if r in running]
             if not ready and self.stop_deadline is not None and (
                 time.monotonic() >= self.stop_deadline
             ):
@@ -173,22 +202,26 @@ class Supervisor:
         return self.failed or 0
 
 
-def run(host: str, port: int, workers: int, stop_timeout_s: float = 30.0,
+def run(host: str, port: int, workers: int, stop_timeout_s: float = 30.0, deal: bool = True,
         **options: Any) -> int:
-    """Serve the app from `workers` processes; returns the exit status for the supervisor."""
-    uvicorn.Config(APP, **options).configure_logging()
+    """Serve the app from `workers` processes; returns the exit status for the supervisor.
+    `deal`: the supervisor accepts every connection and deals it to the workers in turn
+    (app/dealer.py); otherwise each worker listens on its own SO_REUSEPORT socket."""
+    config = uvicorn.Config(APP, **options)
+    config.configure_logging()
     reserved = reuseport_socket(host, port)  # holds the port, and resolves port 0
     port = reserved.getsockname()[1]
     logger.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
                 f"[{host}]" if ":" in host else host, port)
-    logger.info("Started supervisor [%d] with %d workers, one SO_REUSEPORT socket each",
-                os.getpid(), workers)
+    logger.info("Started supervisor [%d] with %d workers, %s", os.getpid(), workers,
+                "connections dealt in turn" if deal else "one SO_REUSEPORT socket each")
+    dealer = Dealer(reserved, config.backlog) if deal else None
     metrics_dir = None
     if not os.environ.get(METRICS_DIR_VARIABLE):
         metrics_dir = tempfile.mkdtemp(prefix="cnn-serve-metrics-")
         os.environ[METRICS_DIR_VARIABLE] = metrics_dir  # inherited by the workers
     try:
-        return Supervisor(host, port, workers, stop_timeout_s, options).run()
+        return Supervisor(host, port, workers, stop_timeout_s, options, dealer).run()
     finally:
         reserved.close()
         if metrics_dir is not None:

@@ -156,9 +156,10 @@ def closed_by_peer(sock: socket.socket) -> bool:
     return True
 
 
-def finish_a_request_across_sigterm(server: Server) -> None:
+def finish_a_request_across_sigterm(server: Server, processes: int = 1) -> None:
     """Hold a request in the app, SIGTERM the server, see new connections refused, then
-    complete the request: it gets its 200, and the server exits 0."""
+    complete the request once its `processes` server processes are shutting down: it gets its
+    200 (and `connection: close`), and the server exits 0."""
     body, content_type = multipart(png())
     with server.connect() as sock:
         sock.sendall(request_head("/predict", len(body), content_type,
@@ -167,6 +168,8 @@ def finish_a_request_across_sigterm(server: Server) -> None:
 
         server.proc.send_signal(signal.SIGTERM)
         poll(server.refuses_connections, 30, "new connections to be refused")
+        # A supervisor stops accepting before its workers hear of the signal.
+        server.wait_for_log("Shutting down", count=processes)
         sock.sendall(body)
         status, headers, answer = read_response(sock)
     assert status == 200 and json.loads(answer)["class"]

@@ -29,7 +29,7 @@ def test_runs_uvicorn_with_host_port_and_workers_from_settings(
     monkeypatch.setenv("CNN_SERVE_HOST", "0.0.0.0")
     monkeypatch.setenv("CNN_SERVE_PORT", "9000")
     monkeypatch.setenv("CNN_SERVE_WORKERS", "2")
-    monkeypatch.setenv("CNN_SERVE_REUSE_PORT", "false")  # uvicorn's own multi-process mode
+    monkeypatch.setenv("CNN_SERVE_BALANCE", "shared")  # uvicorn's own multi-process mode
     main()
     [(args, kwargs)] = calls
     assert args == ("app.main:app",)
@@ -38,20 +38,25 @@ def test_runs_uvicorn_with_host_port_and_workers_from_settings(
     check_options(kwargs)
 
 
-def test_several_workers_get_a_listening_socket_each_by_default(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("balance", "deal"), [(None, True), ("deal", True),
+                                               ("reuseport", False)])
+def test_several_workers_get_our_supervisor_dealing_connections_by_default(
+    monkeypatch: pytest.MonkeyPatch, balance: str | None, deal: bool,
 ) -> None:
     calls: list[tuple[tuple, dict]] = []
     monkeypatch.setattr(workers, "run", lambda *a, **kw: calls.append((a, kw)) or 0)
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("not uvicorn's workers"))
     monkeypatch.setenv("CNN_SERVE_PORT", "9000")
     monkeypatch.setenv("CNN_SERVE_WORKERS", "2")
+    if balance is not None:
+        monkeypatch.setenv("CNN_SERVE_BALANCE", balance)
     with pytest.raises(SystemExit) as info:
         main()
     assert info.value.code == 0
     [(args, kwargs)] = calls
     assert args == ("127.0.0.1", 9000, 2)
     assert kwargs.pop("stop_timeout_s") == 8.0 + app_main.STOP_MARGIN_S
+    assert kwargs.pop("deal") is deal
     check_options(kwargs)
 
 
@@ -94,7 +99,7 @@ def test_more_torch_threads_than_cpus_is_warned_about(
     monkeypatch.setattr(settings_module, "available_cpus", lambda: 2)
     monkeypatch.setattr(app_main, "available_cpus", lambda: 2)
     monkeypatch.setenv("CNN_SERVE_DEVICE", "cpu")
-    monkeypatch.setenv("CNN_SERVE_REUSE_PORT", "false")
+    monkeypatch.setenv("CNN_SERVE_BALANCE", "shared")
     main()
     assert capsys.readouterr().err == ""  # 2 workers × 1 thread on 2 CPUs
     monkeypatch.setenv("CNN_SERVE_TORCH_THREADS", "2")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,12 +68,13 @@ def test_python_m_app_serves_from_several_worker_processes(checkpoint: Path) -> 
     s = Server(checkpoint, PYTHON_M_APP, CNN_SERVE_WORKERS="2")
     try:
         s.wait_healthy()
-        with httpx.Client(base_url=s.url) as client:  # new connections spread over workers
+        s.wait_for_log("ready for connections", count=2)
+        with httpx.Client(base_url=s.url) as client:  # new connections dealt in turn
             codes = [client.post("/predict", files={"file": ("x.png", png(), "image/png")},
                                  headers={"Connection": "close"}).status_code
                      for _ in range(20)]
-            # Whichever worker answers a scrape, it reports all 20 (2^-19 odds that one
-            # worker served them all); per-process numbers would show each worker's share.
+            # Whichever worker answers a scrape, it reports all 20 (10 each, below);
+            # per-process numbers would show each worker's share.
             scrapes = [client.get("/metrics", headers={"Connection": "close"}).text
                        for _ in range(10)]
         assert codes == [200] * 20
@@ -86,9 +89,11 @@ def test_python_m_app_serves_from_several_worker_processes(checkpoint: Path) -> 
             assert samples[("cnn_serve_queue_depth", ())] == 0
             assert [v for (name, _), v in samples.items()
                     if name == "cnn_serve_model_info"] == [1]
-        s.wait_for_log("ready: serving", count=2)
-        finish_a_request_across_sigterm(s)  # SIGTERM, exit status 0
+        finish_a_request_across_sigterm(s, processes=2)  # SIGTERM, exit status 0
         log = s.drain_log()
+        served_by = Counter(json.loads(line)["pid"] for line in log.splitlines()
+                            if '"route":"/predict"' in line and '"status":200' in line)
+        assert sorted(served_by.values()) == [10, 11]  # + the request across SIGTERM
         assert log.count('"message":"ready: serving random_cnn') == 2  # one per worker
         assert log.count('"message":"stopped"') == 2
     finally:
