@@ -1,4 +1,5 @@
-"""Decoding untrusted image bytes: content-sniffed formats, pixel limits, cheap large JPEGs.
+"""Decoding untrusted image bytes: content-sniffed formats, pixel limits, cheap large JPEGs,
+fast plain PNGs.
 
 Used by the service for uploads and by the predict CLI for files, so both see the same pixels.
 Every failure is an `ImageError` subclass with a message a person can act on; the service maps
@@ -9,14 +10,27 @@ from __future__ import annotations
 
 import ctypes
 import io
+import struct
+import zlib
 from pathlib import Path
 
+import pyspng
 from PIL import Image, ImageOps  # Image loads PIL._imaging, and with it Pillow's libtiff
 
 # Recognised by content, never by name or Content-Type. Formats whose decoders run external
 # programs (EPS through Ghostscript) or parse documents (PDF, SVG) are never even tried.
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+
+# Plain 8-bit RGB/RGBA PNGs up to this size are decoded by libspng (pyspng) instead of Pillow:
+# the same pixels, 3.0 ms instead of 4.8 ms for the 451×300 examples/cat.png (libspng
+# unfilters rows with SIMD, Pillow one byte at a time). pyspng holds the GIL while it decodes
+# (~22 ns a pixel here), so bigger images, whose decode would stall the event loop for longer
+# than ~20 ms, stay with Pillow, which releases it.
+SPNG_MAX_PIXELS = 1 << 20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_RGB, _PNG_RGBA = 2, 6  # IHDR colour types
+_SPECIAL_CHUNKS = (b"tRNS", b"eXIf", b"acTL")
 
 # Pillow itself refuses images over 2 × MAX_IMAGE_PIXELS; our limit must stay under its
 # warning threshold so the clear error below is the one raised.
@@ -98,6 +112,8 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Ima
             f"the {img.format} image is {width}×{height} = {width * height:,} pixels; "
             f"the limit is {max_pixels:,}"
         )
+    if img.format == "PNG" and width * height <= SPNG_MAX_PIXELS and plain_png(data):
+        return _decode_plain_png(data)
     try:
         if img.format in ("JPEG", "MPO"):  # MPO: JPEGs with extra frames (phone photos)
             # Ask for 8× the target: enough for a good antialiased resize afterwards.
@@ -111,3 +127,40 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Ima
         raise CorruptImageError(
             f"the {img.format} image is truncated or corrupt ({reason})"
         ) from None
+
+
+def plain_png(data: bytes) -> bool:
+    """An intact 8-bit RGB or RGBA, non-interlaced PNG with nothing Pillow would treat
+    specially: no colour-key transparency (tRNS), EXIF orientation (eXIf) or animation (acTL).
+
+    Every chunk's CRC is checked up to IEND (~0.16 ms for examples/cat.png): libspng, as
+    pyspng configures it, skips both CRCs and the zlib checksum, so a damaged file would
+    decode to garbage instead of being refused. Anything else, odd or damaged, goes to Pillow
+    and gets the answer it always got.
+    """
+    # IHDR comes first: bit depth at byte 24, colour type at 25, interlace method at 28.
+    if not (data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and data[24] == 8
+            and data[25] in (_PNG_RGB, _PNG_RGBA) and data[28] == 0):
+        return False
+    view, pos = memoryview(data), len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        end = pos + 12 + length
+        kind = data[pos + 4:pos + 8]
+        if end > len(data) or kind in _SPECIAL_CHUNKS:
+            return False
+        if zlib.crc32(view[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+            return False
+        if kind == b"IEND":
+            return True
+        pos = end
+    return pos == len(data)  # no IEND (Pillow does without), but no torn chunk either
+
+
+def _decode_plain_png(data: bytes) -> Image.Image:
+    """A `plain_png` through libspng: the pixels Pillow would give, in an RGB or RGBA image."""
+    try:
+        pixels = pyspng.load(data, "RGB" if data[25] == _PNG_RGB else "RGBA")
+    except RuntimeError as exc:  # pyspng's only error: bad chunks, truncated or corrupt data
+        raise CorruptImageError(f"the PNG image is truncated or corrupt ({exc})") from None
+    return Image.fromarray(pixels)

@@ -1,0 +1,166 @@
+"""Plain PNGs decoded by libspng (models/images.py): Pillow's pixels, and only for intact files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import models.images as images
+from models.images import SPNG_MAX_PIXELS, CorruptImageError, decode_image, plain_png
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else b if pb <= pc else c
+
+
+def filtered(rows: np.ndarray, kinds: list[int], bpp: int) -> bytes:
+    """PNG scanlines of `rows` (H × W·bpp uint8), row y filtered with kinds[y] (0–4)."""
+    out = bytearray()
+    prior = [0] * rows.shape[1]
+    for row, kind in zip(rows.tolist(), kinds, strict=True):
+        line = []
+        for i, x in enumerate(row):
+            a, c = (row[i - bpp], prior[i - bpp]) if i >= bpp else (0, 0)
+            b = prior[i]
+            predictor = (0, a, b, (a + b) // 2, _paeth(a, b, c))[kind]
+            line.append((x - predictor) % 256)
+        out += bytes([kind, *line])
+        prior = row
+    return bytes(out)
+
+
+def make_png(pixels: np.ndarray, kinds: list[int], extra: bytes = b"",
+             idat_chunks: int = 1) -> bytes:
+    """A PNG written by hand, so every filter type is used: pixels H × W × 3 or 4."""
+    height, width, channels = pixels.shape
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2 if channels == 3 else 6, 0, 0, 0)
+    data = zlib.compress(filtered(pixels.reshape(height, -1), kinds, channels))
+    step = -(-len(data) // idat_chunks)
+    idats = b"".join(chunk(b"IDAT", data[i:i + step]) for i in range(0, len(data), step))
+    return SIGNATURE + chunk(b"IHDR", ihdr) + extra + idats + chunk(b"IEND", b"")
+
+
+def decode(data: bytes) -> Image.Image:
+    return decode_image(data, max_pixels=10_000_000, target_size=32)
+
+
+def pillows_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return np.asarray(img)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("size", [(1, 1), (7, 5), (33, 20)])
+def test_a_plain_png_decodes_to_pillows_pixels_with_every_filter(
+    channels: int, size: tuple[int, int],
+) -> None:
+    rng = np.random.default_rng(channels * 100 + size[0])
+    width, height = size
+    pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    kinds = [y % 5 for y in range(height)] if height > 1 else [4]
+    data = make_png(pixels, kinds, idat_chunks=min(3, height))
+    assert plain_png(data)
+    np.testing.assert_array_equal(pillows_pixels(data), pixels)  # the test's encoder is right
+    img = decode(data)
+    assert img.mode == ("RGB" if channels == 3 else "RGBA")
+    np.testing.assert_array_equal(np.asarray(img), pixels)
+
+
+def test_pillows_own_pngs_take_the_fast_path_with_the_same_pixels() -> None:
+    img = Image.effect_noise((120, 90), 60).convert("RGB")
+    for params in ({}, {"optimize": True}, {"compress_level": 1}):
+        buf = io.BytesIO()
+        img.save(buf, "PNG", **params)
+        assert plain_png(buf.getvalue())
+        np.testing.assert_array_equal(np.asarray(decode(buf.getvalue())), np.asarray(img))
+
+
+def base() -> np.ndarray:
+    return np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(make_png(base(), [1] * 4, chunk(b"tRNS", b"\0\0\0\0\0\0")), id="tRNS"),
+        pytest.param(make_png(base(), [1] * 4, chunk(b"eXIf", b"MM\0*")), id="eXIf"),
+        pytest.param(make_png(base(), [1] * 4, chunk(b"acTL", b"\0\0\0\1\0\0\0\0")), id="APNG"),
+        pytest.param(
+            (lambda d: d[:24] + b"\x10" + d[25:])(make_png(base(), [0] * 4)), id="16-bit",
+        ),
+        pytest.param(
+            (lambda d: d[:28] + b"\x01" + d[29:])(make_png(base(), [0] * 4)), id="interlaced",
+        ),
+        pytest.param(
+            (lambda d: d[:-5] + bytes([d[-5] ^ 1]) + d[-4:])(make_png(base(), [0] * 4)),
+            id="bad-CRC",
+        ),
+        pytest.param(make_png(base(), [0] * 4)[:-20], id="torn-chunk"),
+    ],
+)
+def test_anything_but_an_intact_plain_png_is_left_to_pillow(data: bytes) -> None:
+    assert not plain_png(data)
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "LA", "I;16", "1"])
+def test_other_png_modes_are_left_to_pillow(mode: str) -> None:
+    buf = io.BytesIO()
+    Image.new(mode, (8, 8)).save(buf, "PNG")
+    assert not plain_png(buf.getvalue())
+    assert decode(buf.getvalue()).size == (8, 8)
+
+
+def test_damaged_pixel_data_is_refused_not_decoded_to_garbage() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    data = bytearray(make_png(pixels, [4] * 64))
+    idat = data.index(b"IDAT")
+    data[idat + 200] ^= 0xFF  # a damaged byte in transit: the chunk's CRC no longer matches
+    assert not plain_png(bytes(data))
+    with pytest.raises(CorruptImageError, match="PNG image is truncated or corrupt"):
+        decode(bytes(data))
+
+
+def test_corrupt_data_with_correct_crcs_is_refused_by_libspng() -> None:
+    ihdr = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
+    data = (SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"not zlib at all")
+            + chunk(b"IEND", b""))
+    assert plain_png(data)
+    with pytest.raises(CorruptImageError, match="PNG image is truncated or corrupt"):
+        decode(data)
+
+
+class RefusingSpng:
+    """Stands in for pyspng where a test needs to see it is not used."""
+
+    @staticmethod
+    def load(data: bytes, fmt: str) -> np.ndarray:
+        raise AssertionError("libspng was used")
+
+
+def test_pngs_over_the_size_limit_are_decoded_by_pillow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    side = int(SPNG_MAX_PIXELS ** 0.5) + 1
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (9, 8, 7)).save(buf, "PNG", compress_level=1)
+    assert plain_png(buf.getvalue())
+    monkeypatch.setattr(images, "pyspng", RefusingSpng)
+    assert decode(buf.getvalue()).getpixel((0, 0)) == (9, 8, 7)
+    small = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(small, "PNG")
+    with pytest.raises(AssertionError, match="libspng was used"):
+        decode(small.getvalue())
