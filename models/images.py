@@ -22,11 +22,13 @@ from PIL import Image, ImageOps  # Image loads PIL._imaging, and with it Pillow'
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 
-# Plain 8-bit RGB/RGBA PNGs up to this size are decoded by libspng (pyspng) instead of Pillow:
-# the same pixels, 3.0 ms instead of 4.8 ms for the 451×300 examples/cat.png (libspng
-# unfilters rows with SIMD, Pillow one byte at a time). pyspng holds the GIL while it decodes
-# (~22 ns a pixel here), so bigger images, whose decode would stall the event loop for longer
-# than ~20 ms, stay with Pillow, which releases it.
+# Plain 8-bit RGB/RGBA PNGs of this many pixels are decoded by libspng (pyspng) instead of
+# Pillow: the same pixels, 3.0 ms instead of 4.8 ms for the 451×300 examples/cat.png (libspng
+# unfilters rows with SIMD, Pillow one byte at a time). Below 64×64 its fixed cost is more
+# than it saves (32×32: 174 µs vs 152 µs to a tensor; 64×64 even; 128×128: 643 vs 781 µs).
+# pyspng holds the GIL while it decodes (~22 ns a pixel here), so images whose decode would
+# stall the event loop for more than ~20 ms stay with Pillow, which releases it.
+SPNG_MIN_PIXELS = 64 * 64
 SPNG_MAX_PIXELS = 1 << 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_RGB, _PNG_RGBA = 2, 6  # IHDR colour types
@@ -112,7 +114,8 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Ima
             f"the {img.format} image is {width}×{height} = {width * height:,} pixels; "
             f"the limit is {max_pixels:,}"
         )
-    if img.format == "PNG" and width * height <= SPNG_MAX_PIXELS and plain_png(data):
+    if (img.format == "PNG" and SPNG_MIN_PIXELS <= width * height <= SPNG_MAX_PIXELS
+            and plain_png(data)):
         return _decode_plain_png(data)
     try:
         if img.format in ("JPEG", "MPO"):  # MPO: JPEGs with extra frames (phone photos)
