@@ -24,6 +24,7 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 from collections import deque
 from typing import Any
 
@@ -33,10 +34,12 @@ logger = logging.getLogger("uvicorn.error")
 
 READY = b"R"  # worker → supervisor, once, when it serves
 CONNECTION = b"C"  # supervisor → worker, one byte carrying one socket
-# Errors accept() returns for one connection that went away, or when out of descriptors: the
-# listening socket itself is fine, so the dealer goes on.
+# Errors accept() returns for one connection that went away, or when out of descriptors or
+# memory: the listening socket itself is fine, so the dealer goes on after a pause (the
+# connection is still waiting, so without one it would retry, and log, in a tight loop).
 _ACCEPT_ERRORS = (errno.ECONNABORTED, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
                   errno.EPROTO, errno.EPERM)
+ACCEPT_PAUSE_S = 0.1
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -56,6 +59,7 @@ class Dealer:
         self.pending: deque[socket.socket] = deque()
         self.listening = False
         self.closed = False
+        self.paused_until = 0.0  # time.monotonic() after an accept() error
         self._turn = 0
 
     def add(self, slot: int, channel: socket.socket) -> None:
@@ -79,12 +83,16 @@ class Dealer:
     def waitables(self) -> list[Any]:
         """What the supervisor waits on for the dealer, besides its processes."""
         objects: list[Any] = list(self.channels.values())
-        if self.listening and not self.pending and not self.closed:
+        if (self.listening and not self.pending and not self.closed
+                and time.monotonic() >= self.paused_until):
             objects.append(self.listener)
         return objects
 
     def timeout(self, timeout: float) -> float:
-        return min(timeout, 0.01) if self.pending else timeout  # retry full channels soon
+        """The supervisor's wait, shortened to retry full channels or end a pause."""
+        if self.pending:
+            return min(timeout, 0.01)
+        return min(timeout, max(0.0, self.paused_until - time.monotonic()))
 
     def handle(self, ready: list[Any]) -> list[int]:
         """After a wait: read the channels that spoke, accept and deal what is waiting.
@@ -126,7 +134,9 @@ class Dealer:
             except OSError as exc:
                 if exc.errno not in _ACCEPT_ERRORS:
                     raise
-                logger.warning("accepting a connection failed: %s", exc)
+                logger.warning("accepting a connection failed (%s); retrying in %g s",
+                               exc, ACCEPT_PAUSE_S)
+                self.paused_until = time.monotonic() + ACCEPT_PAUSE_S
                 return
             if not self._deal(conn):
                 self.pending.append(conn)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Iterator
 from multiprocessing.connection import wait
 
 import pytest
 
-from app.dealer import CONNECTION, READY, Dealer, channel_pair
+from app.dealer import ACCEPT_PAUSE_S, CONNECTION, READY, Dealer, channel_pair
 
 
 class FakeWorker:
@@ -160,3 +161,40 @@ def test_closing_the_dealer_refuses_new_connections(harness: Harness) -> None:
     assert harness.dealer.waitables() == [harness.dealer.channels[0]]
     with pytest.raises(ConnectionRefusedError):
         harness.connect()
+
+
+class OutOfDescriptors:
+    """A listening socket whose accept() fails as it does when the process has no fds left."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.attempts = 0
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.attempts += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_an_accept_error_pauses_accepting_instead_of_spinning(harness: Harness) -> None:
+    worker = harness.add_worker(0)
+    dealer = harness.dealer
+    failing = OutOfDescriptors(dealer.listener)
+    dealer.listener = failing  # type: ignore[assignment]
+    client = harness.connect()
+    harness.step()
+    assert failing.attempts == 1
+    assert failing not in dealer.waitables()  # the waiting connection no longer wakes it
+    assert 0.0 < dealer.timeout(1.0) <= ACCEPT_PAUSE_S
+    harness.step(timeout=0.0)
+    assert failing.attempts == 1
+    dealer.listener = failing.real  # descriptors again
+    dealer.paused_until = 0.0  # the pause is over
+    harness.step()
+    [conn] = worker.received()
+    assert conn.getpeername() == client.getsockname()
