@@ -74,7 +74,9 @@ class Dealer:
             channel.close()
 
     def close(self) -> None:
-        """Stop accepting: new connections are refused from now on."""
+        """Stop accepting: new connections are refused from now on. (Once is enough.)"""
+        if self.closed:
+            return
         self.closed = True
         self.listener.close()
         while self.pending:

@@ -27,6 +27,7 @@ The supervisor stays small:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -104,6 +105,12 @@ class Supervisor:
         self.restarts: deque[float] = deque()
         self.stop_deadline: float | None = None
         self.failed: int | None = None
+        # stop() runs as a signal handler, between any two lines of the loop: all it may do is
+        # note the deadline, signal the workers and wake the loop through this pair, which
+        # then stops the dealer (closing its socket there could pull it out from under wait()).
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
 
     # --- processes ---------------------------------------------------------------------------
     def start(self, slot: int) -> None:
@@ -124,8 +131,8 @@ class Supervisor:
         if self.stop_deadline is not None:
             return
         self.stop_deadline = time.monotonic() + self.stop_timeout_s
-        if self.dealer is not None:
-            self.dealer.close()
+        with contextlib.suppress(BlockingIOError):  # already full: the loop is awake anyway
+            self._wake_w.send(b"\0")
         for proc in self.slots:
             if proc is not None and proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -171,17 +178,32 @@ class Supervisor:
             signal.signal(sig, self.stop)
         for slot in range(len(self.slots)):
             self.start(slot)
+        try:
+            return self._loop()
+        finally:
+            if self.dealer is not None:
+                self.dealer.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _loop(self) -> int:
         while running := {p.sentinel: (i, p) for i, p in enumerate(self.slots) if p is not None}:
-            # A bounded wait even while serving: a signal does not interrupt it (PEP 475), and
-            # the loop must notice the stop deadline.
+            # A bounded wait even while serving, so the loop notices the stop deadline; a
+            # signal wakes it through the wake-up pair (PEP 475: wait() itself goes on).
             timeout = 1.0
             if self.stop_deadline is not None:
                 timeout = min(timeout, max(0.0, self.stop_deadline - time.monotonic()))
-            waitables: list[Any] = list(running)
+                if self.dealer is not None:
+                    self.dealer.close()  # new connections are refused from now on
+            waitables: list[Any] = [*running, self._wake_r]
             if self.dealer is not None:
                 waitables += self.dealer.waitables()
                 timeout = self.dealer.timeout(timeout)
             ready = wait(waitables, timeout=timeout)
+            if self._wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(64)
+                ready.remove(self._wake_r)
             for sentinel in ready:
                 if sentinel in running:
                     self._exited(*running[sentinel])
