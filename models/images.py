@@ -142,8 +142,8 @@ def plain_png(data: bytes) -> bool:
     and gets the answer it always got.
     """
     # IHDR comes first: bit depth at byte 24, colour type at 25, interlace method at 28.
-    if not (data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and data[24] == 8
-            and data[25] in (_PNG_RGB, _PNG_RGBA) and data[28] == 0):
+    if not (len(data) >= 33 and data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR"
+            and data[24] == 8 and data[25] in (_PNG_RGB, _PNG_RGBA) and data[28] == 0):
         return False
     view, pos = memoryview(data), len(PNG_SIGNATURE)
     while pos + 12 <= len(data):

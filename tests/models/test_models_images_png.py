@@ -137,6 +137,7 @@ def base() -> np.ndarray:
             id="bad-CRC",
         ),
         pytest.param(make_png(base(), [0] * 4)[:-20], id="torn-chunk"),
+        pytest.param(make_png(base(), [0] * 4)[:20], id="torn-header"),
     ],
 )
 def test_anything_but_an_intact_plain_png_is_left_to_pillow(data: bytes) -> None:
