@@ -72,7 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         predictor = await asyncio.to_thread(
             Predictor.from_checkpoint,
             settings.model_path, device=settings.device, max_pixels=settings.max_pixels,
-            channels_last=settings.channels_last,
+            channels_last=settings.channels_last, libspng=settings.libspng,
         )
     except CheckpointError as exc:
         _fail(app, str(exc))

@@ -24,7 +24,8 @@ SHA_PREFIX = 12  # hex digits of the checkpoint's sha256 shown with every predic
 
 class Predictor:
     def __init__(
-        self, loaded: LoadedModel, *, max_pixels: int, channels_last: bool = True
+        self, loaded: LoadedModel, *, max_pixels: int, channels_last: bool = True,
+        libspng: bool = True,
     ) -> None:
         # Channels-last (NHWC) lets oneDNN's convolutions and the max-pooling run vectorised
         # without reordering: the tutorial CNN's forward pass took 1.6-2× less CPU per image
@@ -38,6 +39,7 @@ class Predictor:
         self.name = Path(loaded.path).stem
         self.classes: tuple[str, ...] = tuple(loaded.meta.classes)
         self.max_pixels = max_pixels
+        self.libspng = libspng
         # Sent with every prediction; built once.
         self.description = {"name": self.name, "arch": self.meta.arch,
                             "sha256": self.sha256[:SHA_PREFIX]}
@@ -45,12 +47,12 @@ class Predictor:
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, *, device: str = "cpu", max_pixels: int,
-        channels_last: bool = True,
+        channels_last: bool = True, libspng: bool = True,
     ) -> Predictor:
         """Load and warm up; raises CheckpointError naming the file and the reason."""
         predictor = cls(
             load_checkpoint(path, device=device), max_pixels=max_pixels,
-            channels_last=channels_last,
+            channels_last=channels_last, libspng=libspng,
         )
         predictor.warm_up()
         return predictor
@@ -61,7 +63,8 @@ class Predictor:
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Upload bytes → uint8 (3, S, S); raises models.images.ImageError for bad input."""
-        img = decode_image(data, max_pixels=self.max_pixels, target_size=self.input_size)
+        img = decode_image(data, max_pixels=self.max_pixels, target_size=self.input_size,
+                           libspng=self.libspng)
         return image_to_uint8(img, self.input_size)
 
     def predict(self, images: Sequence[torch.Tensor]) -> list[list[float]]:

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         40_000_000, ge=1, le=PILLOW_PIXEL_CEILING,
         description="width × height per image, checked from the header before decoding",
     )
+    # Photo PNGs 1.6× faster (models/images.py). Off: one decoder fewer parses uploads.
+    libspng: bool = Field(
+        True, description="decode plain 8-bit RGB/RGBA PNGs of 64×64 to 1024×1024 pixels with "
+                          "libspng (the same pixels as Pillow, faster); false: Pillow decodes "
+                          "every image",
+    )
     # Micro-batching and back-pressure.
     max_batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass")
     max_batch_wait_ms: float = Field(

@@ -88,12 +88,16 @@ def _too_many_pixels(max_pixels: int, exc: Exception) -> ImageTooLargeError:
     return ImageTooLargeError(f"the image has more pixels than the limit of {max_pixels:,} ({exc})")
 
 
-def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Image:
+def decode_image(
+    data: bytes, *, max_pixels: int, target_size: int, libspng: bool = True
+) -> Image.Image:
     """Bytes → a fully decoded PIL image (first frame, EXIF orientation applied, any mode).
 
     The pixel limit is checked from the header, before any pixel is decoded. Large JPEGs are
     decoded with DCT scaling (draft mode) straight to about `target_size`·8 px, which is
-    what makes a 12-megapixel photo cost milliseconds.
+    what makes a 12-megapixel photo cost milliseconds. With `libspng`, plain PNGs within
+    SPNG_MIN_PIXELS…SPNG_MAX_PIXELS go through libspng (same pixels, faster); without it,
+    Pillow decodes everything.
     """
     if not data:
         raise EmptyImageError(f"the upload is empty; send a {ACCEPTED} image")
@@ -114,7 +118,7 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int) -> Image.Ima
             f"the {img.format} image is {width}×{height} = {width * height:,} pixels; "
             f"the limit is {max_pixels:,}"
         )
-    if (img.format == "PNG" and SPNG_MIN_PIXELS <= width * height <= SPNG_MAX_PIXELS
+    if (libspng and img.format == "PNG" and SPNG_MIN_PIXELS <= width * height <= SPNG_MAX_PIXELS
             and plain_png(data)):
         return _decode_plain_png(data)
     try:

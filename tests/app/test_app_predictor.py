@@ -8,6 +8,7 @@ import pytest
 import torch
 from app_support import FIXED_PROBABILITIES, png
 
+import models.images as images
 from app.predictor import Predictor
 from models.images import UnsupportedImageError
 from models.preprocess import normalize
@@ -78,3 +79,21 @@ def test_predict_payloads_decodes_bytes_and_puts_errors_in_their_place(
         torch.tensor([results[0], results[2]]), torch.tensor(expected), atol=1e-6, rtol=0
     )
     assert predictor.predict_payloads([b""])[0].__class__.__name__ == "EmptyImageError"
+
+
+@pytest.mark.parametrize("libspng", [True, False])
+def test_the_predictor_uses_libspng_only_when_asked(
+    checkpoint: Path, libspng: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    real_load = images.pyspng.load
+
+    def load(data: bytes, fmt: str) -> object:
+        calls.append(fmt)
+        return real_load(data, fmt)
+
+    monkeypatch.setattr(images.pyspng, "load", load)
+    predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10**6, libspng=libspng)
+    photo = png(size=(120, 80))
+    assert predictor.decode(photo).shape == (3, 32, 32)
+    assert calls == (["RGB"] if libspng else [])

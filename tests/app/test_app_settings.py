@@ -123,6 +123,12 @@ def test_channels_last_is_on_by_default_and_can_be_turned_off(
     assert load_settings().channels_last is False
 
 
+def test_libspng_is_on_by_default_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().libspng is True
+    monkeypatch.setenv("CNN_SERVE_LIBSPNG", "false")
+    assert load_settings().libspng is False
+
+
 def test_readme_documents_every_setting() -> None:
     # The configuration table is what deployers read; a setting missing from it is invisible.
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

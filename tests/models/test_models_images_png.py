@@ -190,3 +190,12 @@ def test_only_pngs_within_the_size_range_go_to_libspng(
 ) -> None:
     assert decode(png_of(side)).getpixel((0, 0)) == (9, 8, 7)
     assert spng.calls == by_spng
+
+
+def test_without_libspng_pillow_decodes_every_png(spng: CountingSpng) -> None:
+    pixels = np.random.default_rng(2).integers(0, 256, (80, 70, 3), dtype=np.uint8)
+    data = make_png(pixels, [y % 5 for y in range(80)])
+    without = decode_image(data, max_pixels=10_000_000, target_size=32, libspng=False)
+    assert spng.calls == 0
+    np.testing.assert_array_equal(np.asarray(without), np.asarray(decode(data)))
+    assert spng.calls == 1
