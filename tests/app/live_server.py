@@ -88,7 +88,9 @@ class Server:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=5):
                 pass
-        except ConnectionRefusedError:
+        # A reset: the listening socket closed in the middle of this handshake (seen on
+        # loopback, where the whole handshake runs inside connect()).
+        except (ConnectionRefusedError, ConnectionResetError):
             return True
         return False
 
