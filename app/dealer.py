@@ -181,12 +181,14 @@ class DealtServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._receiving:
             self._receive()  # what was already dealt to this worker is served, not dropped
-            self._stop_receiving()
+        self._stop_receiving()
         if self._handoffs:
             await asyncio.wait(self._handoffs)
         await super().shutdown(sockets=sockets)
 
     def _stop_receiving(self) -> None:
+        if not self._receiving:  # already: the supervisor closed its end first
+            return
         self._receiving = False
         asyncio.get_running_loop().remove_reader(self.channel.fileno())
         self.channel.close()  # the supervisor sees it closed and deals to the others

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 from collections.abc import Iterator
 from multiprocessing.connection import wait
 
 import pytest
+import uvicorn
 
-from app.dealer import ACCEPT_PAUSE_S, CONNECTION, READY, Dealer, channel_pair
+from app.dealer import ACCEPT_PAUSE_S, CONNECTION, READY, Dealer, DealtServer, channel_pair
 
 
 class FakeWorker:
@@ -198,3 +200,26 @@ def test_an_accept_error_pauses_accepting_instead_of_spinning(harness: Harness) 
     harness.step()
     [conn] = worker.received()
     assert conn.getpeername() == client.getsockname()
+
+
+async def _empty_app(scope: object, receive: object, send: object) -> None:
+    raise AssertionError("no request expected")
+
+
+def test_a_worker_stops_cleanly_when_the_supervisor_closed_its_end_first() -> None:
+    # The worker's shutdown reads what is left in its channel, finds it closed and stops
+    # reading; stopping again afterwards used to fail on the closed descriptor.
+    async def run() -> None:
+        ours, theirs = channel_pair()
+        ours.setblocking(False)
+        config = uvicorn.Config(_empty_app, lifespan="off", log_level="warning")
+        config.load()
+        server = DealtServer(config, theirs)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup()
+        assert await asyncio.get_running_loop().sock_recv(ours, 1) == READY
+        ours.close()  # the supervisor goes away just as this worker stops
+        await server.shutdown()
+        assert theirs.fileno() == -1
+
+    asyncio.run(run())
