@@ -94,7 +94,8 @@ class Dealer:
         """The supervisor's wait, shortened to retry full channels or end a pause."""
         if self.pending:
             return min(timeout, 0.01)
-        return min(timeout, max(0.0, self.paused_until - time.monotonic()))
+        pause = self.paused_until - time.monotonic()
+        return min(timeout, pause) if pause > 0 else timeout  # not paused: no shorter
 
     def handle(self, ready: list[Any]) -> list[int]:
         """After a wait: read the channels that spoke, accept and deal what is waiting.

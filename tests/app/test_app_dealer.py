@@ -91,6 +91,16 @@ def test_connections_are_refused_until_a_worker_is_ready(harness: Harness) -> No
     assert harness.dealer.ready == [] and harness.dealer.listener not in harness.dealer.waitables()
 
 
+def test_an_idle_dealer_lets_the_supervisor_sleep_the_whole_wait(harness: Harness) -> None:
+    # Nothing pending, no pause: a shorter wait would have the supervisor poll in a loop
+    # (it did, at 100% of a core, while every worker sat idle).
+    harness.add_worker(0)
+    assert harness.dealer.timeout(1.0) == 1.0
+    harness.connect()
+    harness.step()
+    assert harness.dealer.timeout(0.5) == 0.5  # and again after dealing a connection
+
+
 def test_connections_are_dealt_to_the_ready_workers_in_turn(harness: Harness) -> None:
     workers = [harness.add_worker(slot) for slot in range(2)]
     clients = harness.deal(32)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,8 @@ def test_python_m_app_serves_from_several_worker_processes(checkpoint: Path) -> 
             scrapes = [client.get("/metrics", headers={"Connection": "close"}).text
                        for _ in range(10)]
         assert codes == [200] * 20
+        # Idle, the supervisor sleeps in its wait; it once polled at 100% of a core.
+        assert supervisor_cpu_over(s.proc.pid, window_s=1.0) < 0.3
         for text in scrapes:
             samples = {(x.name, tuple(sorted(x.labels.items()))): x.value
                        for family in text_string_to_metric_families(text)
@@ -98,6 +101,17 @@ def test_python_m_app_serves_from_several_worker_processes(checkpoint: Path) -> 
         assert log.count('"message":"stopped"') == 2
     finally:
         s.close()
+
+
+def supervisor_cpu_over(pid: int, window_s: float) -> float:
+    """CPU seconds the process used during the next `window_s` seconds (from /proc)."""
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    before = cpu()
+    time.sleep(window_s)  # the window measured, not a wait for something to happen
+    return cpu() - before
 
 
 def test_python_m_app_exits_non_zero_when_a_worker_cannot_start(tmp_path: Path) -> None:
