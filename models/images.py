@@ -136,6 +136,20 @@ def decode_image(
         ) from None
 
 
+def header_pixels(data: bytes) -> int | None:
+    """Width × height as the file's header states it, without decoding any pixel; None when
+    the bytes are not an image we accept (decode_image then says why). A PNG's size is read
+    straight from IHDR; other formats through Pillow's lazy open (tens of µs)."""
+    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack_from(">II", data, 16)
+        return width * height
+    try:
+        width, height = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS).size
+    except Exception:  # anything Pillow raises (or warns, under -W error) for bad bytes
+        return None
+    return width * height
+
+
 def plain_png(data: bytes) -> bool:
     """An intact 8-bit RGB or RGBA, non-interlaced PNG with nothing Pillow would treat
     specially: no colour-key transparency (tRNS), EXIF orientation (eXIf) or animation (acTL).

@@ -15,6 +15,7 @@ from models.images import (
     ImageTooLargeError,
     UnsupportedImageError,
     decode_image,
+    header_pixels,
 )
 
 
@@ -126,3 +127,19 @@ def test_a_large_jpeg_is_decoded_at_reduced_size(fmt: str) -> None:
     out = decode(data, max_pixels=20_000_000)
     # DCT scaling gives the smallest 1/2, 1/4 or 1/8 scale still ≥ 256 px (8 × 32).
     assert out.size == (500, 375)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"])
+def test_header_pixels_reads_the_size_of_every_accepted_format(fmt: str) -> None:
+    data = encode(Image.new("RGB", (37, 11), (1, 2, 3)), fmt)
+    assert header_pixels(data) == 37 * 11
+
+
+def test_header_pixels_takes_a_pngs_size_from_ihdr_without_decoding() -> None:
+    assert header_pixels(png_claiming(40_000, 30_000)) == 1_200_000_000  # a bomb, undecoded
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0",
+                                  b"%PDF-1.4\n"], ids=["empty", "text", "torn-ihdr", "pdf"])
+def test_header_pixels_is_none_for_what_decode_image_refuses(data: bytes) -> None:
+    assert header_pixels(data) is None
