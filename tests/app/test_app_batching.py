@@ -28,6 +28,7 @@ class Model:
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.threads: list[int] = []  # where each batch ran
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -35,6 +36,7 @@ class Model:
 
     def __call__(self, batch: list[int]) -> list[int]:
         self.sizes.append(len(batch))
+        self.threads.append(threading.get_ident())
         self.entered.set()
         assert self.gate.wait(10), "test never opened the gate"
         if self.error is not None:
@@ -279,3 +281,107 @@ async def test_failure_reports_a_crashed_worker() -> None:
         with pytest.raises(WorkerUnavailableError):
             await admitted_submit(batcher, [1])
         assert "crashed" in (batcher.failure(stuck_after_s=60) or "")
+
+
+# --- idle fast path --------------------------------------------------------------------------
+def small(x: int) -> bool:
+    return x < 100
+
+
+async def test_a_lone_cheap_item_runs_on_the_event_loop_thread() -> None:
+    model = Model()
+    batches: list[int] = []
+    async with running(model, inline=small, on_batch=lambda n, s: batches.append(n)) as batcher:
+        assert await admitted_submit(batcher, [7]) == [14]
+        assert model.threads == [threading.get_ident()]  # no hop to the executor
+        assert batches == [1]  # observed like any batch
+
+
+async def test_items_the_caller_calls_costly_go_through_the_executor() -> None:
+    model = Model()
+    async with running(model, inline=small) as batcher:
+        assert await admitted_submit(batcher, [500]) == [1000]
+        assert await admitted_submit(batcher, [1, 2]) == [2, 4]  # several: always batched
+    assert threading.get_ident() not in model.threads and model.sizes == [1, 2]
+
+
+async def test_without_inline_even_a_lone_item_goes_through_the_executor() -> None:
+    model = Model()
+    async with running(model) as batcher:
+        assert await admitted_submit(batcher, [7]) == [14]
+    assert model.threads != [threading.get_ident()]
+
+
+async def test_while_another_request_is_in_flight_a_cheap_item_is_batched() -> None:
+    model = Model()
+    async with running(model, inline=small) as batcher:
+        model.gate.clear()
+        first = asyncio.ensure_future(admitted_submit(batcher, [500]))  # costly: executor
+        await until(model.entered.is_set)
+        second = asyncio.ensure_future(admitted_submit(batcher, [1]))
+        await until(lambda: batcher.queued == 1)  # queued behind it, not run on the loop
+        model.gate.set()
+        assert await first == [1000] and await second == [2]
+    assert model.sizes == [1, 1] and threading.get_ident() not in model.threads
+
+
+async def test_requests_that_arrive_together_are_batched_not_run_in_turn_on_the_loop() -> None:
+    # As when the loop reads several connections at once: the second request's task has
+    # not run yet when the first checks whether it is alone.
+    model = Model()
+    async with running(model, inline=small) as batcher:
+        first = asyncio.ensure_future(admitted_submit(batcher, [1]))
+        second = asyncio.ensure_future(admitted_submit(batcher, [2]))
+        assert await first == [2] and await second == [4]
+    assert model.sizes == [2] and threading.get_ident() not in model.threads
+
+
+@pytest.mark.parametrize(("calm_s", "loop"), [(60.0, False), (0.0, True)])
+async def test_after_two_requests_overlapped_the_fast_path_waits_for_calm(
+    calm_s: float, loop: bool,
+) -> None:
+    model = Model()
+    async with running(model, inline=small, calm_s=calm_s) as batcher:
+        await asyncio.gather(admitted_submit(batcher, [1]), admitted_submit(batcher, [2]))
+        assert await admitted_submit(batcher, [3]) == [6]  # alone, right after the overlap
+    assert model.sizes == [2, 1]
+    assert (model.threads[-1] == threading.get_ident()) is loop
+
+
+async def test_an_admitted_item_still_on_its_way_keeps_the_fast_path_off() -> None:
+    model = Model()
+    async with running(model, inline=small) as batcher:
+        with batcher.admit(2):  # another image of this request is still decoding
+            first = asyncio.ensure_future(batcher.submit([1]))
+            second = asyncio.ensure_future(batcher.submit([2]))
+            assert await first == [2] and await second == [4]
+    assert threading.get_ident() not in model.threads
+
+
+async def test_a_failing_model_on_the_fast_path_fails_only_that_request() -> None:
+    model = Model()
+    model.error = RuntimeError("boom")
+    async with running(model, inline=small) as batcher:
+        with pytest.raises(BatchFailedError, match="RuntimeError: boom"):
+            await admitted_submit(batcher, [7])
+        model.error = None
+        assert batcher.alive and await admitted_submit(batcher, [8]) == [16]
+
+
+async def test_a_model_call_on_the_fast_path_counts_as_busy_for_the_watchdog() -> None:
+    seen: list[str | None] = []
+
+    def fn(batch: list[int]) -> list[int]:
+        seen.append(batcher.failure(stuck_after_s=-1.0))  # "stuck" as soon as it is busy
+        return batch
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = MicroBatcher(fn, executor=pool, max_batch_size=8, max_wait_s=0.0,
+                               capacity=10, inline=small)
+        batcher.start()
+        try:
+            assert await admitted_submit(batcher, [3]) == [3]
+            assert batcher.failure(stuck_after_s=-1.0) is None  # and idle again after
+        finally:
+            await batcher.stop()
+    assert seen and "stuck on one batch" in (seen[0] or "")
