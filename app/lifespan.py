@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability import Metrics, configure_logging
 from app.predictor import Predictor
-from app.service import InferenceService, ServiceLimits
+from app.service import INLINE_MAX_SIDE, InferenceService, ServiceLimits
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
 from app.watchdog import Watchdog
 from models.checkpoint import CheckpointError
@@ -39,6 +39,7 @@ def _limits(settings: Settings) -> ServiceLimits:
         request_timeout_s=settings.request_timeout_s,
         decode_threads=settings.decode_threads,
         inline_decode_max_bytes=settings.inline_decode_max_bytes,
+        inline_when_idle_max_s=settings.inline_when_idle_max_ms / 1000,
     )
 
 
@@ -77,9 +78,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except CheckpointError as exc:
         _fail(app, str(exc))
 
+    one_image_s = None
+    if settings.inline_when_idle_max_ms > 0:
+        one_image_s = await asyncio.to_thread(predictor.time_one_image, INLINE_MAX_SIDE)
     metrics: Metrics = app.state.metrics
     service = InferenceService(predictor, _limits(settings), on_batch=metrics.observe_batch,
-                               on_depth=metrics.set_queue_depth)
+                               on_depth=metrics.set_queue_depth, one_image_s=one_image_s)
+    if one_image_s is not None:
+        logger.info(
+            "idle fast path %s: one %d×%d upload takes %.2f ms, the limit is %g ms "
+            "(CNN_SERVE_INLINE_WHEN_IDLE_MAX_MS)",
+            "on" if service.inline_when_idle else "off", INLINE_MAX_SIDE, INLINE_MAX_SIDE,
+            one_image_s * 1000, settings.inline_when_idle_max_ms,
+        )
     service.start()
     metrics.set_model({**predictor.describe(), "device": str(predictor.device)})
     app.state.settings = settings

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,6 +112,21 @@ class Predictor:
             raise CheckpointError(
                 self.path, "its weights give non-finite outputs on a test image (NaN or inf)"
             )
+
+    def time_one_image(self, side: int, repeats: int = 5) -> float:
+        """Median seconds of `predict_payloads` on one side×side PNG of noise (the costliest
+        to decode at that size): what one small upload costs, decode included."""
+        noise = torch.randint(0, 256, (side, side, 3), dtype=torch.uint8,
+                              generator=torch.Generator().manual_seed(0))
+        buf = io.BytesIO()
+        Image.fromarray(noise.numpy()).save(buf, "PNG")
+        data = buf.getvalue()
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            self.predict_payloads([data])
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
 
     def describe(self) -> dict[str, str]:
         return dict(self.description)

@@ -126,10 +126,15 @@ def image_with_corner(rgb: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
+# The inference thread's faults: the idle fast path (a lone small image run on the event
+# loop) is off for these, or the fault would hit the event loop instead.
+BATCHER_ONLY = {"CNN_SERVE_INLINE_WHEN_IDLE_MAX_MS": "0"}
+
+
 def test_a_hung_inference_worker_makes_the_process_exit_70(
     start: Callable[..., Server],
 ) -> None:
-    server = start(PYTHONPATH=FAULTS, CNN_SERVE_REQUEST_TIMEOUT_S="0.2")
+    server = start(PYTHONPATH=FAULTS, CNN_SERVE_REQUEST_TIMEOUT_S="0.2", **BATCHER_ONLY)
     assert predict(server, image_with_corner((1, 2, 3))).status_code == 504
     assert server.proc.wait(60) == 70
     server.pump.join(10)
@@ -137,10 +142,26 @@ def test_a_hung_inference_worker_makes_the_process_exit_70(
     assert "stuck on one batch" in log and "exiting with code 70" in log
 
 
+def test_a_model_call_hung_on_the_idle_fast_path_still_ends_the_process_with_70(
+    start: Callable[..., Server],
+) -> None:
+    # On the event loop nothing can time the request out (no 504: its connection is
+    # dropped), but the watchdog thread sees the stuck call and ends the process all the same.
+    server = start(PYTHONPATH=FAULTS, CNN_SERVE_REQUEST_TIMEOUT_S="0.2",
+                   CNN_SERVE_SHUTDOWN_TIMEOUT_S="1", CNN_SERVE_INLINE_WHEN_IDLE_MAX_MS="1000")
+    with pytest.raises(httpx.TransportError):
+        predict(server, image_with_corner((1, 2, 3)))
+    assert server.proc.wait(60) == 70
+    server.pump.join(10)
+    log = server.drain_log()
+    assert "idle fast path on" in log and "stuck on one batch" in log
+    assert "graceful shutdown did not finish" in log  # the loop never got to shut down
+
+
 def test_a_crashed_inference_worker_is_replaced_by_the_supervisor(
     start: Callable[..., Server],
 ) -> None:
-    server = start(PYTHONPATH=FAULTS, CNN_SERVE_WORKERS="2")
+    server = start(PYTHONPATH=FAULTS, CNN_SERVE_WORKERS="2", **BATCHER_ONLY)
     server.wait_for_log("ready: serving", count=2)
     response = predict(server, image_with_corner((3, 2, 1)))
     assert response.status_code == 503
