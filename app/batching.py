@@ -1,10 +1,10 @@
 """A micro-batcher: concurrent requests' items go through the model in one call.
 
 One asyncio task (the worker) collects queued items into a batch of at most `max_batch_size`
-and runs `fn(batch)` in a dedicated executor, so the event loop never runs the model. While a
-batch runs, new items queue up, so batches grow with load by themselves. The worker waits up to
-`max_wait_s` for more items only while admitted items are still on their way (being decoded);
-a lone request is never held back.
+and runs `fn(batch)` in a dedicated executor, so the event loop does not run the model (but
+see the idle fast path below). While a batch runs, new items queue up, so batches grow with
+load by themselves. The worker waits up to `max_wait_s` for more items only while admitted
+items are still on their way (being decoded); a lone request is never held back.
 
 Back-pressure is explicit: callers `admit(n)` before doing any work. Past `capacity` admitted
 items `QueueFullError` is raised at once, so overload turns into fast rejections, not latency.
@@ -80,10 +80,15 @@ class MicroBatcher(Generic[T, R]):
         on_depth: DepthObserver | None = None,
         inline: Callable[[T], bool] | None = None,
         calm_s: float = 1.0,
+        inline_stuck_s: float = 1.0,
     ) -> None:
         self._fn = fn
         self._inline = inline
         self.calm_s = calm_s
+        # A fast-path call holds the event loop: nothing else in this process moves (no 504,
+        # no /healthz) until it returns, so it counts as hung far sooner than a batch does.
+        self.inline_stuck_s = inline_stuck_s
+        self._busy_inline = False
         self._overlap_at = -math.inf  # time.monotonic() when two items were last admitted
         self._executor = executor
         self.max_batch_size = max_batch_size
@@ -158,9 +163,21 @@ class MicroBatcher(Generic[T, R]):
             return self._crashed
         return self._stuck(stuck_after_s) if self.alive else None
 
+    @property
+    def holding_the_loop(self) -> bool:
+        """A fast-path call is running on the event loop (read from another thread)."""
+        return self._busy_inline
+
     def _stuck(self, stuck_after_s: float) -> str | None:
-        busy = self._busy_since
-        if busy is not None and (elapsed := time.monotonic() - busy) > stuck_after_s:
+        busy, inline = self._busy_since, self._busy_inline
+        if busy is None:
+            return None
+        elapsed = time.monotonic() - busy
+        if inline:
+            if elapsed > min(self.inline_stuck_s, stuck_after_s):
+                return (f"the event loop has been stuck in one model call for {elapsed:.1f} s "
+                        "(idle fast path)")
+        elif elapsed > stuck_after_s:
             return f"the inference worker has been stuck on one batch for {elapsed:.1f} s"
         return None
 
@@ -233,13 +250,15 @@ class MicroBatcher(Generic[T, R]):
                 and time.monotonic() - self._overlap_at > self.calm_s)
 
     def _call_inline(self, payloads: Sequence[T]) -> list[R | BaseException]:
-        started = self._busy_since = time.monotonic()  # a hang here is a hang, as in _run
+        self._busy_inline = True
+        started = self._busy_since = time.monotonic()  # watched like a batch (see _stuck)
         try:
             results = self._checked(self._fn(list(payloads)), len(payloads))
         except Exception as exc:
             return [self._batch_failed(exc, len(payloads))]
         finally:
             self._busy_since = None
+            self._busy_inline = False
         self._observe(results, started)
         return list(results)
 

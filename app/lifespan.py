@@ -98,7 +98,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     watchdog = None
     if settings.exit_on_worker_failure:
         # Grace: what the server's own graceful shutdown may take, plus the lifespan's.
-        watchdog = Watchdog(service.failure, grace_s=settings.shutdown_timeout_s + 5)
+        watchdog = Watchdog(service.failure, grace_s=settings.shutdown_timeout_s + 5,
+                            loop_held=lambda: service.batcher.holding_the_loop)
         watchdog.start()
     if settings.gc_freeze:
         # Everything alive now (torch, FastAPI, the model) lives as long as the process. Left

@@ -49,8 +49,12 @@ class Watchdog:
         interval_s: float = CHECK_INTERVAL_S,
         stop_server: Callable[[], None] = stop_this_server,
         exit: Callable[[int], object] = os._exit,
+        loop_held: Callable[[], bool] = lambda: False,
     ) -> None:
+        """`loop_held()`: the event loop itself is stuck, so a graceful shutdown cannot run;
+        on a failure then the process exits at once instead of after `grace_s`."""
         self._check = check
+        self._loop_held = loop_held
         self.grace_s = grace_s
         self.interval_s = interval_s
         self._stop_server = stop_server
@@ -82,6 +86,10 @@ class Watchdog:
             "%s; stopping this server process (exit code %d) so that it is restarted",
             reason, EXIT_WORKER_FAILED, extra={"pid": os.getpid()},
         )
+        if self._loop_held():
+            logger.critical("the event loop is held by the stuck call; exiting now")
+            self._exit(EXIT_WORKER_FAILED)
+            return
         self._stop_server()
         time.sleep(self.grace_s)  # the graceful shutdown should have ended us by now
         logger.critical("graceful shutdown did not finish in %g s; exiting", self.grace_s)

@@ -384,4 +384,32 @@ async def test_a_model_call_on_the_fast_path_counts_as_busy_for_the_watchdog() -
             assert batcher.failure(stuck_after_s=-1.0) is None  # and idle again after
         finally:
             await batcher.stop()
-    assert seen and "stuck on one batch" in (seen[0] or "")
+    assert seen and "event loop has been stuck in one model call" in (seen[0] or "")
+
+
+async def test_a_fast_path_call_holding_the_loop_is_stuck_after_inline_stuck_s() -> None:
+    release = threading.Event()
+    seen: list[tuple[str | None, bool]] = []
+
+    def watch() -> None:  # a watchdog's view, from its own thread while the loop is held
+        while not (reason := batcher.failure(stuck_after_s=3600.0)):
+            pass
+        seen.append((reason, batcher.holding_the_loop))
+        release.set()
+
+    def fn(batch: list[int]) -> list[int]:
+        threading.Thread(target=watch, daemon=True).start()
+        assert release.wait(10), "the hold was never reported"
+        return batch
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = MicroBatcher(fn, executor=pool, max_batch_size=8, max_wait_s=0.0,
+                               capacity=10, inline=small, inline_stuck_s=0.05)
+        batcher.start()
+        try:
+            assert await admitted_submit(batcher, [3]) == [3]
+            assert not batcher.holding_the_loop and batcher.failure(3600.0) is None
+        finally:
+            await batcher.stop()
+    [(reason, held)] = seen
+    assert held and reason is not None and "event loop has been stuck" in reason

@@ -72,3 +72,12 @@ def test_a_failing_check_is_logged_and_watching_goes_on() -> None:
     dog.start()
     wait_until(lambda: recorder.stops == 1, what="the watchdog to act after two bad checks")
     assert dog.reason == "the inference worker crashed"
+
+
+def test_when_the_event_loop_itself_is_held_it_exits_at_once_without_a_shutdown() -> None:
+    recorder = Recorder()
+    dog = Watchdog(lambda: "stuck on the loop", grace_s=3600.0, interval_s=0.001,
+                   stop_server=recorder.stop_server, exit=recorder.exit, loop_held=lambda: True)
+    dog.start()
+    assert recorder.exited.wait(30)  # not after the hour of grace
+    assert recorder.stops == 0 and recorder.exits == [EXIT_WORKER_FAILED]
