@@ -122,10 +122,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
 
 
 class ModelGate:
-    """A forward pre-hook that records batch sizes and, while closed, holds the model."""
+    """A forward pre-hook that records batch sizes and the thread each forward pass ran
+    on and, while closed, holds the model."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.sizes: list[int] = []
+        self.threads: list[str] = []  # thread names
         self._open = threading.Event()
         self._open.set()
         self.entered = threading.Event()
@@ -134,6 +136,7 @@ class ModelGate:
 
     def _hook(self, module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         self.sizes.append(int(args[0].shape[0]))
+        self.threads.append(threading.current_thread().name)
         self.entered.set()
         if not self._open.wait(30):
             raise RuntimeError("test gate never opened")

@@ -4,37 +4,23 @@ when the process has nothing else to do (app/service.py, app/batching.py)."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-import torch
-from app_support import encode, png
+from app_support import ModelGate, encode, png
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.service import INLINE_MAX_SIDE
 
 
-class ThreadRecorder:
-    """Which thread each forward pass of the model ran on."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.names: list[str] = []
-        self._handle = model.register_forward_pre_hook(
-            lambda module, args: self.names.append(threading.current_thread().name))
-
-    def remove(self) -> None:
-        self._handle.remove()
-
-
 @pytest.fixture
-def fast(make_client: Callable[..., TestClient]) -> Iterator[tuple[TestClient, ThreadRecorder]]:
+def fast(make_client: Callable[..., TestClient]) -> Iterator[tuple[TestClient, ModelGate]]:
     # A limit no model call misses, so the test does not depend on this machine's speed.
     client = make_client(inline_when_idle_max_ms=1000)
-    recorder = ThreadRecorder(client.app.state.service.predictor.model)
-    yield client, recorder
-    recorder.remove()
+    gate = ModelGate(client.app.state.service.predictor.model)
+    yield client, gate
+    gate.remove()
 
 
 def post(client: TestClient, data: bytes, name: str = "x.png"):
@@ -46,13 +32,13 @@ def on_the_loop(name: str) -> bool:
 
 
 def test_a_lone_small_image_is_predicted_on_the_event_loop_with_the_same_answer(
-    fast: tuple[TestClient, ThreadRecorder],
+    fast: tuple[TestClient, ModelGate],
 ) -> None:
-    client, threads = fast
+    client, gate = fast
     data = png((32, 32), (10, 200, 90))
     response = post(client, data)
     assert response.status_code == 200
-    assert [on_the_loop(name) for name in threads.names] == [True]
+    assert [on_the_loop(name) for name in gate.threads] == [True]
     predictor = client.app.state.service.predictor
     [expected] = predictor.predict([predictor.decode(data)])
     got = response.json()["probabilities"]
@@ -65,18 +51,18 @@ def test_a_lone_small_image_is_predicted_on_the_event_loop_with_the_same_answer(
     ((400, 300), False),
 ])
 def test_only_images_up_to_the_size_limit_take_the_fast_path(
-    fast: tuple[TestClient, ThreadRecorder], size: tuple[int, int], loop: bool,
+    fast: tuple[TestClient, ModelGate], size: tuple[int, int], loop: bool,
 ) -> None:
-    client, threads = fast
+    client, gate = fast
     assert post(client, png(size)).status_code == 200
-    assert [on_the_loop(name) for name in threads.names] == [loop]
+    assert [on_the_loop(name) for name in gate.threads] == [loop]
 
 
-def test_a_small_jpeg_takes_the_fast_path_too(fast: tuple[TestClient, ThreadRecorder]) -> None:
-    client, threads = fast
+def test_a_small_jpeg_takes_the_fast_path_too(fast: tuple[TestClient, ModelGate]) -> None:
+    client, gate = fast
     data = encode(Image.new("RGB", (48, 48), (90, 20, 200)), "JPEG")
     assert post(client, data, "x.jpg").status_code == 200
-    assert [on_the_loop(name) for name in threads.names] == [True]
+    assert [on_the_loop(name) for name in gate.threads] == [True]
 
 
 def test_a_damaged_small_image_gets_the_same_answer_on_either_path(
@@ -95,10 +81,10 @@ def test_the_fast_path_is_off_for_a_model_slower_than_the_limit(
     make_client: Callable[..., TestClient], app_logs: list[logging.LogRecord],
 ) -> None:
     client = make_client(inline_when_idle_max_ms=1e-6)  # no model call is this fast
-    threads = ThreadRecorder(client.app.state.service.predictor.model)
+    gate = ModelGate(client.app.state.service.predictor.model)
     assert not client.app.state.service.inline_when_idle
     assert post(client, png((32, 32))).status_code == 200
-    assert [on_the_loop(name) for name in threads.names] == [False]
+    assert [on_the_loop(name) for name in gate.threads] == [False]
     [line] = [r.getMessage() for r in app_logs if "idle fast path" in r.getMessage()]
     assert line.startswith("idle fast path off: one 128×128 upload takes")
 
