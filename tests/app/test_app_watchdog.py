@@ -4,6 +4,8 @@ and ends the process itself if the graceful shutdown does not."""
 from __future__ import annotations
 
 import threading
+import time
+import weakref
 
 from app_support import wait_until
 
@@ -81,3 +83,30 @@ def test_when_the_event_loop_itself_is_held_it_exits_at_once_without_a_shutdown(
     dog.start()
     assert recorder.exited.wait(30)  # not after the hour of grace
     assert recorder.stops == 0 and recorder.exits == [EXIT_WORKER_FAILED]
+
+
+class SlowService:
+    """Stands in for the service: the watchdog's check is a bound method of it, so the
+    watchdog's thread keeps it, and in the server the model, alive while it runs."""
+
+    def __init__(self) -> None:
+        self.checked = threading.Event()
+
+    def failure(self) -> str | None:
+        self.checked.set()
+        time.sleep(0.05)  # the thread is mid-check when finish() comes
+        return None
+
+
+def test_finish_waits_for_the_thread_so_it_lets_go_of_the_service() -> None:
+    # A daemon thread that frees the model while the interpreter exits aborts the process
+    # (SIGABRT from libtorch): finish() must leave nothing running that holds it.
+    service = SlowService()
+    freed = weakref.ref(service)
+    dog = watchdog(service.failure, Recorder())
+    dog.start()
+    assert service.checked.wait(30)
+    del service
+    dog.finish()
+    del dog  # no gc.collect(): a thread still running would keep the watchdog alive
+    assert freed() is None
