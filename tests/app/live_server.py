@@ -176,5 +176,6 @@ def finish_a_request_across_sigterm(server: Server, processes: int = 1) -> None:
         status, headers, answer = read_response(sock)
     assert status == 200 and json.loads(answer)["class"]
     assert headers["connection"] == "close"
-    assert server.proc.wait(60) == 0
+    code = server.proc.wait(60)
     server.pump.join(10)
+    assert code == 0, f"exit status {code}:\n{server.drain_log()}"
