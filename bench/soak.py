@@ -12,6 +12,8 @@ random-weights checkpoint (or --checkpoint), does its worst to it, and prints wh
                   /predict probed alongside; how long until a request succeeds once it stops.
   shutdown        SIGTERM during load: what the requests in flight got, how soon new connections
                   were refused, the exit status and how long the exit took.
+  stops           --stops times: start, 20 predictions, SIGTERM; every exit status must be 0
+                  (a crash while the interpreter exits shows only over many stops).
   slow-clients    byte-a-second uploads (headers, and bodies) plus clients hanging up mid-upload
                   and mid-inference, while wrk measures everyone else; when and how the slow
                   ones were cut off, 408/499 counts, RSS.
@@ -24,7 +26,8 @@ random-weights checkpoint (or --checkpoint), does its worst to it, and prints wh
                   with tests/app/faults): how long until a fresh worker serves, what requests
                   got meanwhile.
 
-    python bench/soak.py                                  # everything, ~6 minutes
+    python bench/soak.py                                  # everything, ~8 minutes
+    python bench/soak.py --scenarios stops --stops 40
     python bench/soak.py --scenarios sustained --duration 60
     python bench/soak.py --scenarios fuzz-decode --fuzz-cases 100000 --atheris-seconds 120
 
@@ -78,8 +81,9 @@ from bench.soak_harness import (  # noqa: E402
     wrk,
 )
 
-SCENARIOS = ("sustained", "overload", "shutdown", "slow-clients", "fuzz-decode", "fuzz-http",
-             "worker-failure")
+STOP_REQUESTS = 20  # stops: predictions per server before its SIGTERM
+SCENARIOS = ("sustained", "overload", "shutdown", "stops", "slow-clients", "fuzz-decode",
+             "fuzz-http", "worker-failure")
 __all__ = ["FAULTS", "MIXED_LUA", "SCENARIOS", "Context", "get_args_parser", "main",
            "make_images", "mix", "summary"]
 
@@ -291,6 +295,32 @@ def shutdown(ctx: Context) -> None:
                                for k, v in result.items()}
 
 
+def stops(ctx: Context) -> None:
+    """Stopping is not only the one SIGTERM above: a worker that crashes as its interpreter
+    exits (once 1 stop in 10 here: SIGABRT from libtorch, a daemon thread freeing the model)
+    shows only over many stops."""
+    args = ctx.args
+    print(f"\n== stops: {args.stops} × (start, {STOP_REQUESTS} predictions, SIGTERM), "
+          "every exit status")
+    body, content_type = multipart(ctx.images["png32"])
+    statuses: collections.Counter[int] = collections.Counter()
+    answers: collections.Counter[int] = collections.Counter()
+    unclean_workers = 0
+    for i in range(args.stops):
+        with our_server(ctx, f"stops-{i}") as server:
+            for _ in range(STOP_REQUESTS):
+                answers[request(server.port, "POST", "/predict", body, content_type)[0]] += 1
+            server.proc.send_signal(signal.SIGTERM)
+            statuses[server.proc.wait(60)] += 1
+            unclean_workers += log_count(server, "while stopping")  # the supervisor's error
+    clean = set(statuses) == {0} and set(answers) == {200}
+    print(f"  answers {dict(answers)}; supervisor exit statuses {dict(statuses)}; "
+          f"workers that exited unclean while stopping: {unclean_workers} "
+          f"[{ctx.check(clean, 'stops: a stop was not clean')}]")
+    ctx.figures["stops"] = {"exit_statuses": dict(statuses), "answers": dict(answers),
+                            "unclean_workers": unclean_workers}
+
+
 def _trickle(port: int, head: bytes, drip: bytes, record: dict[str, Any]) -> None:
     """Send `head` at once, then `drip` a byte a second until the server hangs up."""
     start = time.monotonic()
@@ -454,7 +484,7 @@ def _corner_png(rgb: tuple[int, int, int]) -> bytes:
 
 
 RUNNERS: dict[str, Callable[[Context], None]] = {
-    "sustained": sustained, "overload": overload, "shutdown": shutdown,
+    "sustained": sustained, "overload": overload, "shutdown": shutdown, "stops": stops,
     "slow-clients": slow_clients, "fuzz-decode": fuzz_decode, "fuzz-http": fuzz_http,
     "worker-failure": worker_failure,
 }
@@ -484,6 +514,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="shutdown: seconds of load before SIGTERM")
     parser.add_argument("--shutdown-connections", type=int, default=32,
                         help="shutdown: client connections")
+    parser.add_argument("--stops", type=int, default=10,
+                        help="stops: how many times to start and stop a server")
     parser.add_argument("--slow-clients", type=int, default=32,
                         help="slow-clients: byte-a-second connections of each kind")
     parser.add_argument("--slow-duration", type=float, default=10.0,
