@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,23 @@ def test_the_predictor_uses_libspng_only_when_asked(
     photo = png(size=(120, 80))
     assert predictor.decode(photo).shape == (3, 32, 32)
     assert calls == (["RGB"] if libspng else [])
+
+
+def test_timing_one_image_reports_its_fastest_call_so_a_busy_moment_does_not_count(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The idle fast path is switched on or off by this figure at startup; a median let
+    # a few calls slowed by a neighbouring process switch it off for the process's life.
+    predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10**6)
+    real = predictor.predict_payloads
+    calls: list[int] = []
+
+    def all_but_one_slowed(payloads: list[bytes]) -> list[object]:
+        calls.append(1)
+        if len(calls) != 3:
+            time.sleep(0.2)  # stands in for a call that lost its core to another process
+        return real(payloads)
+
+    monkeypatch.setattr(predictor, "predict_payloads", all_but_one_slowed)
+    assert predictor.time_one_image(32, repeats=5) < 0.2
+    assert len(calls) == 5
