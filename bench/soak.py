@@ -26,7 +26,7 @@ random-weights checkpoint (or --checkpoint), does its worst to it, and prints wh
                   with tests/app/faults): how long until a fresh worker serves, what requests
                   got meanwhile.
 
-    python bench/soak.py                                  # everything, ~8 minutes
+    python bench/soak.py                                  # everything, ~6 minutes
     python bench/soak.py --scenarios stops --stops 40
     python bench/soak.py --scenarios sustained --duration 60
     python bench/soak.py --scenarios fuzz-decode --fuzz-cases 100000 --atheris-seconds 120
@@ -81,6 +81,9 @@ from bench.soak_harness import (  # noqa: E402
     wrk,
 )
 
+# A connection refused, or reset: the listening socket closed in the middle of its handshake
+# (on loopback the whole handshake runs inside connect()). Either way the server said no.
+REFUSED = (ConnectionRefusedError, ConnectionResetError)
 STOP_REQUESTS = 20  # stops: predictions per server before its SIGTERM
 SCENARIOS = ("sustained", "overload", "shutdown", "stops", "slow-clients", "fuzz-decode",
              "fuzz-http", "worker-failure")
@@ -199,7 +202,7 @@ async def _shutdown_client(port: int, bodies: list[tuple[bytes, str]], attempts:
     while True:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except ConnectionRefusedError:
+        except REFUSED:
             if signalled.is_set():
                 attempts.append(Attempt(time.monotonic(), outcome="connection refused"))
                 return
@@ -247,7 +250,7 @@ async def _shutdown_run(ctx: Context, server: Server) -> dict[str, Any]:
             _, writer = await asyncio.open_connection("127.0.0.1", server.port)
             writer.close()
             await asyncio.sleep(0.005)
-        except ConnectionRefusedError:
+        except REFUSED:
             refused_at = time.monotonic()
     loop = asyncio.get_running_loop()
     code = await loop.run_in_executor(None, server.proc.wait, 120)
