@@ -31,8 +31,13 @@ ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 SPNG_MIN_PIXELS = 64 * 64
 SPNG_MAX_PIXELS = 1 << 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IHDR_START = b"\x00\x00\x00\x0dIHDR"  # its 13-byte length, then its type
 _PNG_RGB, _PNG_RGBA = 2, 6  # IHDR colour types
 _SPECIAL_CHUNKS = (b"tRNS", b"eXIf", b"acTL")
+# ImageMagick writes EXIF into a text chunk under this keyword, and Pillow applies the
+# orientation it finds there (Image.getexif), so such a PNG is not plain either.
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+_RAW_EXIF_KEYWORD = b"Raw profile type exif\x00"
 
 # Pillow itself refuses images over 2 × MAX_IMAGE_PIXELS; our limit must stay under its
 # warning threshold so the clear error below is the one raised.
@@ -160,7 +165,8 @@ def plain_png(data: bytes) -> bool:
     and gets the answer it always got.
     """
     # IHDR comes first: bit depth at byte 24, colour type at 25, interlace method at 28.
-    if not (len(data) >= 33 and data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR"
+    if not (len(data) >= 33 and data.startswith(PNG_SIGNATURE)
+            and data.startswith(_IHDR_START, len(PNG_SIGNATURE))
             and data[24] == 8 and data[25] in (_PNG_RGB, _PNG_RGBA) and data[28] == 0):
         return False
     view, pos = memoryview(data), len(PNG_SIGNATURE)
@@ -168,7 +174,8 @@ def plain_png(data: bytes) -> bool:
         (length,) = struct.unpack_from(">I", data, pos)
         end = pos + 12 + length
         kind = data[pos + 4:pos + 8]
-        if end > len(data) or kind in _SPECIAL_CHUNKS:
+        if end > len(data) or kind in _SPECIAL_CHUNKS or (
+                kind in _TEXT_CHUNKS and data.startswith(_RAW_EXIF_KEYWORD, pos + 8)):
             return False
         if zlib.crc32(view[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
             return False

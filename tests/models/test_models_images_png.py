@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pyspng
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 import models.images as images
 from models.images import (
@@ -116,6 +116,9 @@ def test_pillows_own_pngs_take_the_fast_path_with_the_same_pixels(spng: Counting
     assert spng.calls == 3
 
 
+RAW_EXIF = b"Raw profile type exif\0"  # ImageMagick's EXIF text chunk, which Pillow applies
+
+
 def base() -> np.ndarray:
     return np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
 
@@ -136,6 +139,10 @@ def base() -> np.ndarray:
             (lambda d: d[:-5] + bytes([d[-5] ^ 1]) + d[-4:])(make_png(base(), [0] * 4)),
             id="bad-CRC",
         ),
+        pytest.param(make_png(base(), [1] * 4, chunk(b"zTXt", RAW_EXIF + b"\0x")),
+                     id="zTXt-exif"),
+        pytest.param((lambda d: d[:8] + chunk(b"IHDR", d[16:29] + b"\0") + d[33:])(
+            make_png(base(), [0] * 4)), id="IHDR-length"),
         pytest.param(make_png(base(), [0] * 4)[:-20], id="torn-chunk"),
         pytest.param(make_png(base(), [0] * 4)[:20], id="torn-header"),
     ],
@@ -199,3 +206,18 @@ def test_without_libspng_pillow_decodes_every_png(spng: CountingSpng) -> None:
     assert spng.calls == 0
     np.testing.assert_array_equal(np.asarray(without), np.asarray(decode(data)))
     assert spng.calls == 1
+
+
+def test_a_png_with_exif_orientation_in_a_text_chunk_is_turned_as_pillow_turns_it(
+    spng: CountingSpng,
+) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
+    raw = exif.tobytes()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", f"\nexif\n{len(raw):8d}\n{raw.hex()}\n")
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 20), (200, 10, 10)).save(buf, "PNG", pnginfo=info)
+    assert not plain_png(buf.getvalue())
+    assert decode(buf.getvalue()).size == (20, 48)
+    assert spng.calls == 0
