@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from models.images import ImageError, decode_image
-from models.preprocess import image_to_uint8, normalize
+from models.images import ImageError
+from models.preprocess import decode_to_uint8, normalize
 
 SHA_PREFIX = 12  # hex digits of the checkpoint's sha256 shown with every prediction
 
@@ -64,9 +64,8 @@ class Predictor:
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Upload bytes → uint8 (3, S, S); raises models.images.ImageError for bad input."""
-        img = decode_image(data, max_pixels=self.max_pixels, target_size=self.input_size,
-                           libspng=self.libspng)
-        return image_to_uint8(img, self.input_size)
+        return decode_to_uint8(data, max_pixels=self.max_pixels, size=self.input_size,
+                               libspng=self.libspng)
 
     def predict(self, images: Sequence[torch.Tensor]) -> list[list[float]]:
         """uint8 (3, S, S) images → one probability row per image, softmax(logits / T)."""

@@ -14,6 +14,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pyspng
 from PIL import Image, ImageOps  # Image loads PIL._imaging, and with it Pillow's libtiff
 
@@ -22,13 +23,13 @@ from PIL import Image, ImageOps  # Image loads PIL._imaging, and with it Pillow'
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 
-# Plain 8-bit RGB/RGBA PNGs of this many pixels are decoded by libspng (pyspng) instead of
+# Plain 8-bit RGB/RGBA PNGs up to this many pixels are decoded by libspng (pyspng) instead of
 # Pillow: the same pixels, 3.0 ms instead of 4.8 ms for the 451×300 examples/cat.png (libspng
-# unfilters rows with SIMD, Pillow one byte at a time). Below 64×64 its fixed cost is more
-# than it saves (32×32: 174 µs vs 152 µs to a tensor; 64×64 even; 128×128: 643 vs 781 µs).
-# pyspng holds the GIL while it decodes (~22 ns a pixel here), so images whose decode would
-# stall the event loop for more than ~20 ms stay with Pillow, which releases it.
-SPNG_MIN_PIXELS = 64 * 64
+# unfilters rows with SIMD, Pillow one byte at a time), and without Pillow's Image.open at all,
+# which is most of the cost of a small one (to a tensor: 32×32 55 µs vs 150 µs, 8×8 100 vs
+# 145, 128×128 624 vs 924; models.preprocess.decode_to_uint8). pyspng holds the GIL while it
+# decodes (~22 ns a pixel here), so images whose decode would stall the event loop for more
+# than ~20 ms stay with Pillow, which releases it.
 SPNG_MAX_PIXELS = 1 << 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IHDR_START = b"\x00\x00\x00\x0dIHDR"  # its 13-byte length, then its type
@@ -100,12 +101,14 @@ def decode_image(
 
     The pixel limit is checked from the header, before any pixel is decoded. Large JPEGs are
     decoded with DCT scaling (draft mode) straight to about `target_size`·8 px, which is
-    what makes a 12-megapixel photo cost milliseconds. With `libspng`, plain PNGs within
-    SPNG_MIN_PIXELS…SPNG_MAX_PIXELS go through libspng (same pixels, faster); without it,
-    Pillow decodes everything.
+    what makes a 12-megapixel photo cost milliseconds. With `libspng`, plain PNGs of up to
+    SPNG_MAX_PIXELS go through libspng (same pixels, faster); without it, Pillow decodes
+    everything.
     """
     if not data:
         raise EmptyImageError(f"the upload is empty; send a {ACCEPTED} image")
+    if libspng and (pixels := plain_png_pixels(data, max_pixels=max_pixels)) is not None:
+        return Image.fromarray(pixels)
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -123,9 +126,6 @@ def decode_image(
             f"the {img.format} image is {width}×{height} = {width * height:,} pixels; "
             f"the limit is {max_pixels:,}"
         )
-    if (libspng and img.format == "PNG" and SPNG_MIN_PIXELS <= width * height <= SPNG_MAX_PIXELS
-            and plain_png(data)):
-        return _decode_plain_png(data)
     try:
         if img.format in ("JPEG", "MPO"):  # MPO: JPEGs with extra frames (phone photos)
             # Ask for 8× the target: enough for a good antialiased resize afterwards.
@@ -185,10 +185,19 @@ def plain_png(data: bytes) -> bool:
     return pos == len(data)  # no IEND (Pillow does without), but no torn chunk either
 
 
-def _decode_plain_png(data: bytes) -> Image.Image:
-    """A `plain_png` through libspng: the pixels Pillow would give, in an RGB or RGBA image."""
+def plain_png_pixels(data: bytes, *, max_pixels: int) -> np.ndarray | None:
+    """The pixels of a `plain_png` of up to SPNG_MAX_PIXELS pixels (and at most
+    `max_pixels`), decoded by libspng without Pillow: an H × W × 3 (RGB) or × 4 (RGBA) uint8
+    array, the pixels Pillow would give. None for any other bytes, which `decode_image` then
+    hands to Pillow. Raises CorruptImageError when libspng finds the data corrupt."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE):
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    if not 0 < width * height <= min(SPNG_MAX_PIXELS, max_pixels):
+        return None
+    if not plain_png(data):
+        return None
     try:
-        pixels = pyspng.load(data, "RGB" if data[25] == _PNG_RGB else "RGBA")
+        return pyspng.load(data, "RGB" if data[25] == _PNG_RGB else "RGBA")
     except RuntimeError as exc:  # pyspng's only error: bad chunks, truncated or corrupt data
         raise CorruptImageError(f"the PNG image is truncated or corrupt ({exc})") from None
-    return Image.fromarray(pixels)

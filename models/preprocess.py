@@ -1,8 +1,9 @@
 """Preprocessing shared by training, evaluation, the predict CLI and the service.
 
-An image of any mode → RGB → resized to `size`×`size` (antialiased) → uint8 CHW tensor;
-then a whole batch is normalised with the checkpoint's mean and std. Training keeps the
-uint8 tensors in memory and normalises per batch, so every side runs the same two steps.
+Upload bytes → decoded image (models/images.py) → RGB → resized to `size`×`size`
+(antialiased) → uint8 CHW tensor; then a whole batch is normalised with the checkpoint's mean
+and std. Training keeps the uint8 tensors in memory and normalises per batch, so every side
+runs the same two steps.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
+
+from models.images import decode_image, plain_png_pixels
 
 # The tutorial feeds `ToTensor()` output straight in: no normalisation.
 TUTORIAL_MEAN = (0.0, 0.0, 0.0)
@@ -67,6 +70,23 @@ def image_to_uint8(img: Image.Image, size: int) -> torch.Tensor:
     """A PIL image of any mode → uint8 tensor of shape (3, size, size)."""
     arr = np.asarray(resize(to_rgb(img), size), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def decode_to_uint8(
+    data: bytes, *, max_pixels: int, size: int, libspng: bool = True
+) -> torch.Tensor:
+    """Upload bytes → uint8 tensor (3, size, size): `decode_image`, then `image_to_uint8`.
+    A plain RGB PNG that libspng decodes at size×size already (a CIFAR-sized upload) skips
+    Pillow altogether: the same pixels, in a fifth of the time for a 32×32 PNG. Raises
+    models.images.ImageError for bytes that are not an image we accept."""
+    pixels = plain_png_pixels(data, max_pixels=max_pixels) if libspng else None
+    if pixels is not None and pixels.shape == (size, size, 3):
+        return torch.from_numpy(pixels).permute(2, 0, 1)
+    if pixels is not None:
+        img = Image.fromarray(pixels)
+    else:  # not a plain PNG, or libspng off: Pillow (the libspng path was tried above)
+        img = decode_image(data, max_pixels=max_pixels, target_size=size, libspng=False)
+    return image_to_uint8(img, size)
 
 
 def normalize(

@@ -1,7 +1,8 @@
 """Datasets as in-memory uint8 tensors: decoded once, cached on disk, split by class.
 
-Every image goes through `models.preprocess.image_to_uint8`, the same function the service
-uses, so training, evaluation and serving see the same pixels.
+Every image file goes through `models.preprocess.decode_to_uint8` (arrays through
+`image_to_uint8`), the functions the service uses, so training, evaluation and serving see the
+same pixels.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from tqdm import tqdm
 
 from models.checkpoint import atomic_torch_save
 from models.classes import CIFAR10_CLASSES
-from models.images import PILLOW_PIXEL_CEILING, ImageError, decode_image
-from models.preprocess import image_to_uint8
+from models.images import PILLOW_PIXEL_CEILING, ImageError
+from models.preprocess import decode_to_uint8, image_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,9 @@ def _fingerprint(files: list[tuple[Path, int]], size: int) -> str:
 def _decode(path: Path, size: int) -> torch.Tensor:
     """The service's own decoding (formats, EXIF orientation, JPEG draft), then preprocessing."""
     try:
-        img = decode_image(path.read_bytes(), max_pixels=PILLOW_PIXEL_CEILING, target_size=size)
+        return decode_to_uint8(path.read_bytes(), max_pixels=PILLOW_PIXEL_CEILING, size=size)
     except (OSError, ImageError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
-    return image_to_uint8(img, size)
 
 
 def load_folder(split_dir: Path, size: int, cache_dir: Path | None, progress: bool) -> ImageSet:

@@ -14,8 +14,8 @@ import torch
 
 from models import DEFAULT_CHECKPOINT
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from models.images import ImageError, decode_image
-from models.preprocess import image_to_uint8, normalize
+from models.images import ImageError
+from models.preprocess import decode_to_uint8, normalize
 
 MAX_PIXELS = 80_000_000
 
@@ -38,8 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def classify(loaded: LoadedModel, data: bytes) -> torch.Tensor:
     """Image bytes → calibrated class probabilities, the same steps the service runs."""
     meta = loaded.meta
-    img = decode_image(data, max_pixels=MAX_PIXELS, target_size=meta.input_size)
-    x = normalize(image_to_uint8(img, meta.input_size), meta.mean, meta.std)
+    x = normalize(decode_to_uint8(data, max_pixels=MAX_PIXELS, size=meta.input_size),
+                  meta.mean, meta.std)
     logits = loaded.model(x.unsqueeze(0).to(loaded.device)).float().cpu()[0]
     return torch.softmax(logits / meta.temperature, dim=0)
 

@@ -95,6 +95,7 @@ def test_the_predictor_uses_libspng_only_when_asked(
 
     monkeypatch.setattr(images.pyspng, "load", load)
     predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10**6, libspng=libspng)
+    calls.clear()  # the warm-up's own 32×32 PNG went the same way
     photo = png(size=(120, 80))
     assert predictor.decode(photo).shape == (3, 32, 32)
     assert calls == (["RGB"] if libspng else [])

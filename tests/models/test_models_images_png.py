@@ -9,16 +9,18 @@ import zlib
 import numpy as np
 import pyspng
 import pytest
+import torch
 from PIL import Image, PngImagePlugin
 
 import models.images as images
 from models.images import (
     SPNG_MAX_PIXELS,
-    SPNG_MIN_PIXELS,
     CorruptImageError,
+    ImageTooLargeError,
     decode_image,
     plain_png,
 )
+from models.preprocess import decode_to_uint8, image_to_uint8
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -188,9 +190,8 @@ def png_of(side: int) -> bytes:
 
 @pytest.mark.parametrize(
     ("side", "by_spng"),
-    [(int(SPNG_MIN_PIXELS ** 0.5) - 1, False), (int(SPNG_MIN_PIXELS ** 0.5), True),
-     (int(SPNG_MAX_PIXELS ** 0.5), True), (int(SPNG_MAX_PIXELS ** 0.5) + 1, False)],
-    ids=["under-min", "min", "max", "over-max"],
+    [(1, True), (int(SPNG_MAX_PIXELS ** 0.5), True), (int(SPNG_MAX_PIXELS ** 0.5) + 1, False)],
+    ids=["1x1", "max", "over-max"],
 )
 def test_only_pngs_within_the_size_range_go_to_libspng(
     side: int, by_spng: bool, spng: CountingSpng,
@@ -221,3 +222,29 @@ def test_a_png_with_exif_orientation_in_a_text_chunk_is_turned_as_pillow_turns_i
     assert not plain_png(buf.getvalue())
     assert decode(buf.getvalue()).size == (20, 48)
     assert spng.calls == 0
+
+
+@pytest.mark.parametrize("size", [(32, 32), (16, 16), (40, 24)])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_decode_to_uint8_gives_the_pixels_of_the_pillow_path(
+    size: tuple[int, int], channels: int, spng: CountingSpng,
+) -> None:
+    width, height = size
+    pixels = np.random.default_rng(width + channels).integers(
+        0, 256, (height, width, channels), dtype=np.uint8)
+    data = make_png(pixels, [y % 5 for y in range(height)])
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        expected = image_to_uint8(img, 32)  # Pillow decodes, then the usual preprocessing
+    got = decode_to_uint8(data, max_pixels=10_000_000, size=32)
+    assert spng.calls == 1
+    assert got.shape == (3, 32, 32) and got.dtype == torch.uint8
+    assert torch.equal(got, expected)
+    assert torch.equal(decode_to_uint8(data, max_pixels=10_000_000, size=32, libspng=False),
+                       expected)
+    assert spng.calls == 1
+
+
+def test_decode_to_uint8_leaves_a_png_over_the_pixel_limit_to_decode_images_error() -> None:
+    with pytest.raises(ImageTooLargeError, match="the limit is 1,023"):
+        decode_to_uint8(png_of(32), max_pixels=1023, size=32)
