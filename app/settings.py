@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         40_000_000, ge=1, le=PILLOW_PIXEL_CEILING,
         description="width × height per image, checked from the header before decoding",
     )
-    # Photo PNGs 1.6× faster, 32×32 ones 2.7× (models/images.py). Off: one decoder fewer
+    # Photo PNGs 1.6× faster, 32×32 ones 2.8× (models/images.py). Off: one decoder fewer
     # parses uploads.
     libspng: bool = Field(
         True, description=f"decode plain 8-bit RGB/RGBA PNGs of up to {SPNG_MAX_PIXELS:,} "

@@ -26,7 +26,7 @@ ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 # Plain 8-bit RGB/RGBA PNGs up to this many pixels are decoded by libspng (pyspng) instead of
 # Pillow: the same pixels, 3.0 ms instead of 4.8 ms for the 451×300 examples/cat.png (libspng
 # unfilters rows with SIMD, Pillow one byte at a time), and without Pillow's Image.open at all,
-# which is most of the cost of a small one (to a tensor: 32×32 55 µs vs 150 µs, 8×8 100 vs
+# which is most of the cost of a small one (to a tensor: 32×32 53 µs vs 148 µs, 8×8 100 vs
 # 145, 128×128 624 vs 924; models.preprocess.decode_to_uint8). pyspng holds the GIL while it
 # decodes (~22 ns a pixel here), so images whose decode would stall the event loop for more
 # than ~20 ms stay with Pillow, which releases it.

@@ -77,7 +77,7 @@ def decode_to_uint8(
 ) -> torch.Tensor:
     """Upload bytes → uint8 tensor (3, size, size): `decode_image`, then `image_to_uint8`.
     A plain RGB PNG that libspng decodes at size×size already (a CIFAR-sized upload) skips
-    Pillow altogether: the same pixels, in a fifth of the time for a 32×32 PNG. Raises
+    Pillow altogether: the same pixels, in about a third of the time for a 32×32 PNG. Raises
     models.images.ImageError for bytes that are not an image we accept."""
     pixels = plain_png_pixels(data, max_pixels=max_pixels) if libspng else None
     if pixels is not None and pixels.shape == (size, size, 3):
