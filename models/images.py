@@ -141,13 +141,20 @@ def decode_image(
         ) from None
 
 
+def _png_pixels(data: bytes) -> int | None:
+    """Width × height from a PNG's IHDR, or None when the bytes do not start like a PNG."""
+    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack_from(">II", data, 16)
+        return width * height
+    return None
+
+
 def header_pixels(data: bytes) -> int | None:
     """Width × height as the file's header states it, without decoding any pixel; None when
     the bytes are not an image we accept (decode_image then says why). A PNG's size is read
     straight from IHDR; other formats through Pillow's lazy open (tens of µs)."""
-    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
-        width, height = struct.unpack_from(">II", data, 16)
-        return width * height
+    if (pixels := _png_pixels(data)) is not None:
+        return pixels
     try:
         width, height = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS).size
     except Exception:  # anything Pillow raises (or warns, under -W error) for bad bytes
@@ -190,10 +197,8 @@ def plain_png_pixels(data: bytes, *, max_pixels: int) -> np.ndarray | None:
     `max_pixels`), decoded by libspng without Pillow: an H × W × 3 (RGB) or × 4 (RGBA) uint8
     array, the pixels Pillow would give. None for any other bytes, which `decode_image` then
     hands to Pillow. Raises CorruptImageError when libspng finds the data corrupt."""
-    if len(data) < 33 or not data.startswith(PNG_SIGNATURE):
-        return None
-    width, height = struct.unpack_from(">II", data, 16)
-    if not 0 < width * height <= min(SPNG_MAX_PIXELS, max_pixels):
+    pixels = _png_pixels(data)  # the size first: a big file is refused before the CRC pass
+    if pixels is None or not 0 < pixels <= min(SPNG_MAX_PIXELS, max_pixels):
         return None
     if not plain_png(data):
         return None
