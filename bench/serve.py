@@ -340,6 +340,26 @@ def loadavg() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, how many there are, and the vector instructions PyTorch's own
+    kernels use on it: runs on two hosts with the same name differ by ~2× in the forward pass
+    when one has AVX-512 and the other only AVX2, so a figure is only comparable with its
+    machine beside it."""
+    model = "unknown CPU"
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name":
+                model = value.strip()
+                break
+    except OSError:
+        pass
+    import torch  # here, not at import: `--help` stays fast
+
+    return (f"{model}, {os.cpu_count()} cpus, "
+            f"torch {torch.__version__} kernels {torch.backends.cpu.get_cpu_capability()}")
+
+
 # --- CLI ----------------------------------------------------------------------------------------
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -393,7 +413,7 @@ def main(args: argparse.Namespace) -> int:
         if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
             print("warning: the machine is busy (load average above half the CPUs); "
                   "the numbers will be noisy", file=sys.stderr)
-        print(f"cpus {os.cpu_count()}, load average {loadavg()} (before); checkpoint "
+        print(f"{machine()}; load average {loadavg()} (before); checkpoint "
               f"{checkpoint}; {args.duration:g} s per measurement after {args.warmup:g} s "
               f"warm-up, {args.rounds} round(s)")
         for key, path in images.items():
@@ -428,7 +448,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"server logs in {tmp}")
         if args.json:
             args.json.write_text(json.dumps({
-                "loadavg_after": loadavg(), "args": {k: str(v) for k, v in vars(args).items()},
+                "machine": machine(), "loadavg_after": loadavg(),
+                "args": {k: str(v) for k, v in vars(args).items()},
                 "results": {f"{name}/{target}": [vars(r) for r in rs]
                             for (name, target), rs in results.items()},
             }, indent=2))

@@ -77,3 +77,18 @@ def test_one_connection_goal_compares_p50() -> None:
         "p50≤base ok, no errors"
     assert "p50≤base MISSED" in serve.goal_text(png32_c1, result(10, p50=1.2),
                                                 result(10, p50=1.1))
+
+
+def test_machine_names_the_cpu_model_and_the_kernels_torch_uses(tmp_path: Path) -> None:
+    import torch
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\n"
+                       "model name\t: Example CPU 9000\nflags\t\t: fpu avx2\n")
+    described = serve.machine(cpuinfo)
+    assert described.startswith("Example CPU 9000, ")
+    assert f"kernels {torch.backends.cpu.get_cpu_capability()}" in described
+
+
+def test_machine_without_cpuinfo_still_describes_the_rest(tmp_path: Path) -> None:
+    assert serve.machine(tmp_path / "missing").startswith("unknown CPU, ")
