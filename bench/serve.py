@@ -342,9 +342,9 @@ def loadavg() -> str:
 
 def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name, how many there are, and the vector instructions PyTorch's own
-    kernels use on it: runs on two hosts with the same name differ by ~2× in the forward pass
-    when one has AVX-512 and the other only AVX2, so a figure is only comparable with its
-    machine beside it."""
+    kernels use on it: this project's VM, "AMD EPYC" every time, has run on AVX2-only hosts
+    and on AVX-512 ones, where the forward pass takes 1.7× less CPU, so a figure is only
+    comparable with its machine beside it."""
     model = "unknown CPU"
     try:
         for line in cpuinfo.read_text().splitlines():
@@ -413,7 +413,8 @@ def main(args: argparse.Namespace) -> int:
         if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
             print("warning: the machine is busy (load average above half the CPUs); "
                   "the numbers will be noisy", file=sys.stderr)
-        print(f"{machine()}; load average {loadavg()} (before); checkpoint "
+        described = machine()
+        print(f"{described}; load average {loadavg()} (before); checkpoint "
               f"{checkpoint}; {args.duration:g} s per measurement after {args.warmup:g} s "
               f"warm-up, {args.rounds} round(s)")
         for key, path in images.items():
@@ -448,7 +449,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"server logs in {tmp}")
         if args.json:
             args.json.write_text(json.dumps({
-                "machine": machine(), "loadavg_after": loadavg(),
+                "machine": described, "loadavg_after": loadavg(),
                 "args": {k: str(v) for k, v in vars(args).items()},
                 "results": {f"{name}/{target}": [vars(r) for r in rs]
                             for (name, target), rs in results.items()},
