@@ -2,11 +2,11 @@
 
 Same as `uvicorn app.main:app --host … --port … --workers …`, but configured like the rest
 of the service (CNN_SERVE_HOST, CNN_SERVE_PORT, CNN_SERVE_WORKERS; one worker process per
-available CPU by default), with the connection timeouts of app/serving.py, exit status 0
+available CPU by default), with the connection timeouts of app/server/serving.py, exit status 0
 after SIGTERM, and without uvicorn's access log, since the app writes its own JSON access
 line per request. uvicorn picks uvloop and httptools when they are installed (they are, with
 uvicorn[standard]). Several workers get a supervisor that replaces a worker that dies and
-deals the connections to them in turn (app/workers.py, app/dealer.py), unless
+deals the connections to them in turn (app/server/workers.py, app/server/dealer.py), unless
 CNN_SERVE_BALANCE=shared (uvicorn's own --workers).
 """
 
@@ -17,8 +17,8 @@ import sys
 
 import uvicorn
 
-from app import workers
-from app.serving import APP, serve, uvicorn_options
+from app.server import workers
+from app.server.serving import APP, serve, uvicorn_options
 from app.settings import Settings, SettingsError, available_cpus, load_settings
 
 # How long the supervisor waits for its workers after SIGTERM, beyond their own graceful

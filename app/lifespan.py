@@ -17,11 +17,11 @@ import torch
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.inference.predictor import Predictor
+from app.inference.service import INLINE_MAX_SIDE, InferenceService, ServiceLimits
+from app.inference.watchdog import Watchdog
 from app.observability import Metrics, configure_logging
-from app.predictor import Predictor
-from app.service import INLINE_MAX_SIDE, InferenceService, ServiceLimits
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
-from app.watchdog import Watchdog
 from models.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)

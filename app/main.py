@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.errors import install_error_handlers
+from app.http.errors import install_error_handlers
+from app.http.middleware import RequestContextMiddleware, UploadGuardMiddleware
+from app.http.routes import health, metrics, model, predict
+from app.http.security import document_api_key
 from app.lifespan import QuietStartupFailure, lifespan
-from app.middleware import RequestContextMiddleware, UploadGuardMiddleware
 from app.observability import Metrics
-from app.routes import health, metrics, model, predict
-from app.security import document_api_key
 from app.settings import Settings
 
 DESCRIPTION = """Classifies images with a CIFAR-10-style CNN loaded from a checkpoint.

@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 LOGGER_NAME = "app"
-# prometheus-client's multi-process mode is on when this names a folder (app/workers.py sets it).
+# prometheus-client's multi-process mode is on when this names a folder (app/server/workers.py
+# sets it).
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}

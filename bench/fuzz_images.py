@@ -6,8 +6,8 @@ TIFF…); `mutate()` damages one the way a fuzzer does (bit flips, interesting i
 length and size fields, insertions, deletions, truncation; PNG chunk CRCs recomputed half the
 time, so the damage gets past the CRC check into the decoder). `decode_outcome()` runs the
 service's own decode path (models.images.decode_image, then models.preprocess.image_to_uint8,
-as app/predictor.py does) and names what happened: "ok", or the ImageError subclass. Anything
-else escapes: that is a bug (the service would answer 500).
+as app/inference/predictor.py does) and names what happened: "ok", or the ImageError subclass.
+Anything else escapes: that is a bug (the service would answer 500).
 
     python bench/fuzz_images.py -max_total_time=60      # atheris (pip install atheris)
 

@@ -58,11 +58,12 @@ FIXED_PROBABILITIES = [(i + 1) / 55 for i in range(10)]
 
 def settings_for(model_path: Path, **overrides: object) -> Settings:
     # No watchdog: in-process apps (TestClient) hold the worker stuck on purpose, and its
-    # remedy is to SIGTERM the process, which here is pytest. tests/app/test_app_watchdog.py
-    # covers it, and a real server subprocess shows the exit.
+    # remedy is to SIGTERM the process, which here is pytest.
+    # tests/app/inference/test_app_watchdog.py covers it, and a real server subprocess shows
+    # the exit.
     # No idle fast path either: most tests hold the model in the inference thread to line
     # requests up behind it, and a lone request run on the event loop would hold the loop
-    # instead. tests/app/test_app_idle_fast_path.py turns it on.
+    # instead. tests/app/inference/test_app_idle_fast_path.py turns it on.
     base: dict = dict(model_path=model_path, device="cpu", decode_threads=2, torch_threads=1,
                       exit_on_worker_failure=False, inline_when_idle_max_ms=0)
     base.update(overrides)

@@ -7,9 +7,9 @@ import uvicorn
 
 import app.__main__ as app_main
 import app.settings as settings_module
-from app import workers
 from app.__main__ import main
-from app.protocol import HeaderDeadlineProtocol
+from app.server import workers
+from app.server.protocol import HeaderDeadlineProtocol
 
 
 def check_options(options: dict, header_timeout_s: float = 10.0) -> None:

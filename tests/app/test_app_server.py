@@ -57,7 +57,7 @@ def test_real_server_classifies_an_uploaded_image(server: Server) -> None:
 
     server.proc.send_signal(signal.SIGTERM)
     # Plain `uvicorn` shuts down gracefully, then re-raises the signal it caught (`python -m
-    # app` exits 0 instead: tests/app/test_app_serving.py).
+    # app` exits 0 instead: tests/app/server/test_app_serving.py).
     assert server.proc.wait(30) in (0, -signal.SIGTERM)
     server.pump.join(10)
     log = server.drain_log()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository
 
+from app.inference.predictor import Predictor  # noqa: E402
 from app.observability import Metrics  # noqa: E402
-from app.predictor import Predictor  # noqa: E402
 
 HANG = [1, 2, 3]
 CRASH = [3, 2, 1]

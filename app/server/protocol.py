@@ -8,7 +8,7 @@ connection opens and after every response, and disarms it when a request's heade
 complete; when it fires, the connection is closed (after a 408, if part of a request had
 arrived). The body that follows is the app's business (UploadGuardMiddleware's body timeout).
 
-Used by `python -m app` (see app/serving.py). With httptools missing (uvicorn without its
+Used by `python -m app` (see app/server/serving.py). With httptools missing (uvicorn without its
 `standard` extra) the server keeps uvicorn's own protocol and this one deadline is lost.
 """
 

@@ -1,5 +1,5 @@
 """The idle fast path: a lone small image is decoded and predicted on the event loop itself
-when the process has nothing else to do (app/service.py, app/batching.py)."""
+when the process has nothing else to do (app/inference/service.py, app/inference/batching.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from app_support import ModelGate, encode, png
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.service import INLINE_MAX_SIDE
+from app.inference.service import INLINE_MAX_SIDE
 
 
 @pytest.fixture

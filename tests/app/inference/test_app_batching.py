@@ -13,7 +13,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from app.batching import BatchFailedError, MicroBatcher, QueueFullError, WorkerUnavailableError
+from app.inference.batching import (
+    BatchFailedError,
+    MicroBatcher,
+    QueueFullError,
+    WorkerUnavailableError,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from app.batching import BatchFailedError, QueueFullError, WorkerUnavailableError
-from app.disconnect import ClientDisconnectedError
-from app.multipart import MultipartError
-from app.service import InferenceTimeoutError
+from app.http.disconnect import ClientDisconnectedError
+from app.http.multipart import MultipartError
+from app.inference.batching import BatchFailedError, QueueFullError, WorkerUnavailableError
+from app.inference.service import InferenceTimeoutError
 from app.settings import NotStartedError
 from models.images import (
     ACCEPTED,

@@ -1,4 +1,4 @@
-"""app/multipart.py: splitting an in-memory multipart/form-data body into its parts."""
+"""app/http/multipart.py: splitting an in-memory multipart/form-data body into its parts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from app.multipart import MultipartError, Part, TooManyPartsError, boundary_of, parse
+from app.http.multipart import MultipartError, Part, TooManyPartsError, boundary_of, parse
 
 B = b"XyZ-boundary-42"
 

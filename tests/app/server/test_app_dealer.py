@@ -1,4 +1,4 @@
-"""app/dealer.py: the supervisor deals accepted connections to ready workers in turn."""
+"""app/server/dealer.py: the supervisor deals accepted connections to ready workers in turn."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from multiprocessing.connection import wait
 import pytest
 import uvicorn
 
-from app.dealer import ACCEPT_PAUSE_S, CONNECTION, READY, Dealer, DealtServer, channel_pair
+from app.server.dealer import ACCEPT_PAUSE_S, CONNECTION, READY, Dealer, DealtServer, channel_pair
 
 
 class FakeWorker:

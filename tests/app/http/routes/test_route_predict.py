@@ -301,7 +301,7 @@ def test_predict_batch_without_files_is_422(client: TestClient) -> None:
     assert "missing multipart field 'files'" in response.json()["detail"]
 
 
-# --- the multipart body, read by app/multipart.py ------------------------------------------------
+# --- the multipart body, read by app/http/multipart.py -----------------------------------------
 
 def _raw_multipart(body: bytes, boundary: str = "bnd") -> dict[str, object]:
     return {"content": body,

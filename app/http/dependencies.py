@@ -15,9 +15,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.batching import WorkerUnavailableError
+from app.inference.batching import WorkerUnavailableError
+from app.inference.service import InferenceService
 from app.observability import Metrics
-from app.service import InferenceService
 from app.settings import NotStartedError, Settings, get_settings
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.dependencies import MetricsDep
+from app.http.dependencies import MetricsDep
 
 router = APIRouter(tags=["operations"])
 

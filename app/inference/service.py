@@ -10,7 +10,7 @@ off the inference thread. Plain exceptions come out; the HTTP layer maps them to
 
 Idle fast path: when a request with one small image (bytes, at most INLINE_MAX_SIDE² pixels
 by its header) finds this process with nothing else to do, the event loop runs its decode
-and model call itself, no thread hops (app/batching.py says why that pays). Only a model
+and model call itself, no thread hops (app/inference/batching.py says why that pays). Only a model
 whose one-image call, measured at startup on the costliest such image, takes at most
 `inline_when_idle_max_s` gets it; that bounds how long the loop can be held. Under load
 (two requests at once within the last second) everything goes through the micro-batcher.
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from app.batching import BatchObserver, DepthObserver, MicroBatcher
-from app.predictor import Predictor
+from app.inference.batching import BatchObserver, DepthObserver, MicroBatcher
+from app.inference.predictor import Predictor
 from models.images import ImageError, header_pixels
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.batching import QueueFullError
-from app.errors import BodyTimeoutError, PayloadTooLargeError, queue_full_response
+from app.http.errors import BodyTimeoutError, PayloadTooLargeError, queue_full_response
+from app.http.security import UNAUTHORIZED_DETAIL, api_key_matches
+from app.inference.batching import QueueFullError
 from app.observability import Metrics
-from app.security import UNAUTHORIZED_DETAIL, api_key_matches
 
 access_log = logging.getLogger("app.access")
 logger = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.dependencies import ServiceDep
-from app.schemas import ModelInfo
+from app.http.dependencies import ServiceDep
+from app.http.schemas import ModelInfo
 
 router = APIRouter(tags=["operations"])
 

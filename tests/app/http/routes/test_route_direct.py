@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.testclient import TestClient
 
-from app.routes.direct import DirectRoute
+from app.http.routes.direct import DirectRoute
 
 
 class Refused(Exception):

@@ -10,7 +10,7 @@ import torch
 from app_support import FIXED_PROBABILITIES, png
 
 import models.images as images
-from app.predictor import Predictor
+from app.inference.predictor import Predictor
 from models.images import UnsupportedImageError
 from models.preprocess import normalize
 

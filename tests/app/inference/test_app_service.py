@@ -17,7 +17,7 @@ import torch
 from app_support import ModelGate, png, wait_until
 from fastapi.testclient import TestClient
 
-from app.service import InferenceService
+from app.inference.service import InferenceService
 
 
 def post(client: TestClient, data: bytes | None = None):

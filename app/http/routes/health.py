@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.schemas import Health, ModelRef, Unavailable
+from app.http.schemas import Health, ModelRef, Unavailable
 
 router = APIRouter(tags=["operations"])
 

@@ -9,7 +9,7 @@ import weakref
 
 from app_support import wait_until
 
-from app.watchdog import EXIT_WORKER_FAILED, Watchdog
+from app.inference.watchdog import EXIT_WORKER_FAILED, Watchdog
 
 
 class Recorder:

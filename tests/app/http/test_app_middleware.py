@@ -12,8 +12,8 @@ import pytest
 from app_support import png, settings_for
 from fastapi.testclient import TestClient
 
-from app.errors import PayloadTooLargeError
-from app.middleware import MULTIPART_SLACK, UploadGuardMiddleware
+from app.http.errors import PayloadTooLargeError
+from app.http.middleware import MULTIPART_SLACK, UploadGuardMiddleware
 from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -148,7 +148,7 @@ async def test_a_body_that_stops_arriving_gets_408_and_the_connection_closed(che
 
 async def test_once_the_body_is_in_waiting_for_a_disconnect_has_no_deadline(checkpoint) -> None:
     """After the body, the routes await receive() to notice a client hanging up while the
-    model runs (app/disconnect.py); that wait may outlast the body timeout."""
+    model runs (app/http/disconnect.py); that wait may outlast the body timeout."""
     calls = 0
 
     async def receive() -> dict:

@@ -1,11 +1,11 @@
 """One uvicorn server process, configured and run the way `python -m app` does it.
 
-- Connections: request headers must arrive within `header_timeout_s` (app/protocol.py), an
+- Connections: request headers must arrive within `header_timeout_s` (app/server/protocol.py), an
   idle keep-alive connection is closed after `keep_alive_timeout_s`, and after SIGTERM
   requests already accepted get `shutdown_timeout_s` to finish (uvicorn's graceful shutdown:
   the listening socket closes first, so new connections are refused).
 - Exit status: 0 after a shutdown asked for with SIGTERM or SIGINT, 3 when startup fails,
-  70 when the inference worker failed (app/watchdog.py). uvicorn, once it has shut down,
+  70 when the inference worker failed (app/inference/watchdog.py). uvicorn, once it has shut down,
   raises again the signal it caught, which killed the process by that signal: status 143
   under Docker or systemd, both of which count it as a failure. Here the signal is raised into
   a handler that does nothing, and the process exits 0.
@@ -20,8 +20,8 @@ from typing import Any
 
 import uvicorn
 
-from app.dealer import DealtServer
-from app.protocol import http_protocol
+from app.server.dealer import DealtServer
+from app.server.protocol import http_protocol
 from app.settings import Settings
 
 APP = "app.main:app"
@@ -49,7 +49,7 @@ def serve(
     channel: socket.socket | None = None, **config: Any
 ) -> int:
     """Run one server until it is told to stop; the exit status for the process. With a
-    `channel`, it serves the connections a supervisor deals to it (app/dealer.py)."""
+    `channel`, it serves the connections a supervisor deals to it (app/server/dealer.py)."""
     uv_config = uvicorn.Config(APP, **config, **options)
     server = uvicorn.Server(uv_config) if channel is None else DealtServer(uv_config, channel)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,7 +5,7 @@ wakes first accepts every connection waiting. A burst of keep-alive connections 
 pool, or wrk's 32) split between two workers like 28/4, 30/2 or 32/0 in our measurements, so
 one core sat idle while the other queued. Two better ways, by the `balance` setting:
 - `deal` (default): the supervisor alone listens, accepts each connection and hands it to the
-  workers in turn (app/dealer.py): 32 connections split 16/16.
+  workers in turn (app/server/dealer.py): 32 connections split 16/16.
 - `reuseport`: each worker has an SO_REUSEPORT listening socket of its own and the kernel
   hashes each new connection to one of them, independently of who is awake: 13/19 … 21/11.
 
@@ -47,9 +47,9 @@ from typing import Any
 import uvicorn
 from prometheus_client import multiprocess
 
-from app.dealer import Dealer, channel_pair
 from app.observability import METRICS_DIR_VARIABLE
-from app.serving import APP, STARTUP_FAILURE, serve
+from app.server.dealer import Dealer, channel_pair
+from app.server.serving import APP, STARTUP_FAILURE, serve
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -228,7 +228,7 @@ def run(host: str, port: int, workers: int, stop_timeout_s: float = 30.0, deal: 
         **options: Any) -> int:
     """Serve the app from `workers` processes; returns the exit status for the supervisor.
     `deal`: the supervisor accepts every connection and deals it to the workers in turn
-    (app/dealer.py); otherwise each worker listens on its own SO_REUSEPORT socket."""
+    (app/server/dealer.py); otherwise each worker listens on its own SO_REUSEPORT socket."""
     config = uvicorn.Config(APP, **options)
     config.configure_logging()
     reserved = reuseport_socket(host, port)  # holds the port, and resolves port 0

@@ -1,9 +1,9 @@
 """POST /predict and /predict/batch: validate the upload, await the service, shape the answer.
 
 These are the hot routes, kept lean by measurement: no FastAPI dependencies (see
-app/dependencies.py), no declared parameters and no per-request FastAPI handler at all (see
-app/routes/direct.py; `_top_k` reads the query parameter with the same validation and 422 that
-`Query(ge=1)` gave), the multipart body split by app/multipart.py rather than `File()`
+app/http/dependencies.py), no declared parameters and no per-request FastAPI handler at all (see
+app/http/routes/direct.py; `_top_k` reads the query parameter with the same validation and 422 that
+`Query(ge=1)` gave), the multipart body split by app/http/multipart.py rather than `File()`
 parameters, and the JSON written by orjson (see `_json`).
 """
 
@@ -18,21 +18,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import Field, TypeAdapter, ValidationError
 
-from app.dependencies import metrics_of, service_of, settings_of
-from app.disconnect import unless_disconnected
-from app.errors import PayloadTooLargeError
-from app.multipart import Part, TooManyPartsError, boundary_of, parse
+from app.http.dependencies import metrics_of, service_of, settings_of
+from app.http.disconnect import unless_disconnected
+from app.http.errors import PayloadTooLargeError
+from app.http.multipart import Part, TooManyPartsError, boundary_of, parse
+from app.http.routes.direct import DirectRoute
+from app.http.schemas import BatchPrediction, ErrorBody, Prediction
+from app.inference.predictor import Predictor
+from app.inference.service import InferenceService
 from app.observability import Metrics
-from app.predictor import Predictor
-from app.routes.direct import DirectRoute
-from app.schemas import BatchPrediction, ErrorBody, Prediction
-from app.service import InferenceService
 from app.settings import Settings
 from models.images import ACCEPTED
 
-# No router dependencies: see app/dependencies.py. The API key is checked by
-# UploadGuardMiddleware and documented by app.security.document_api_key. The endpoints are
-# called directly, without FastAPI's per-request handler: see app/routes/direct.py.
+# No router dependencies: see app/http/dependencies.py. The API key is checked by
+# UploadGuardMiddleware and documented by app.http.security.document_api_key. The endpoints are
+# called directly, without FastAPI's per-request handler: see app/http/routes/direct.py.
 router = APIRouter(tags=["predict"], route_class=DirectRoute)
 
 

@@ -1,4 +1,4 @@
-"""app/workers.py's supervisor loop, with a stand-in worker process instead of a real one."""
+"""app/server/workers.py's supervisor loop, with a stand-in worker process instead of a real one."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from app import workers
-from app.dealer import Dealer
-from app.workers import Supervisor
+from app.server import workers
+from app.server.dealer import Dealer
+from app.server.workers import Supervisor
 
 
 class StandInWorker:
