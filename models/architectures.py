@@ -3,7 +3,9 @@
 `tutorial_cnn` is the CIFAR-10 tutorial's network exactly, kept under the same attribute name
 (`model`) so a `state_dict` saved by the tutorial's own code loads with `strict=True`.
 `vgg16` is torchvision's VGG16 with its last classifier layer replaced for N classes: the
-tutorial's "adapt an existing network" lesson.
+tutorial's "adapt an existing network" lesson. `resnet9` is the strong one: a residual network
+for 32×32 inputs with BatchNorm, the layout of the fast CIFAR-10 training records (the DAWNBench
+ResNet-9), which `fold_batchnorm` turns into plain convolutions for serving.
 """
 
 from __future__ import annotations
@@ -50,6 +52,91 @@ class TutorialCNN(nn.Module):
         return self.model(x)
 
 
+def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
+    """3×3 conv (no bias: BatchNorm adds one), optional 2×2 max-pool, BatchNorm, GELU."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))  # pooling before BN: 4× fewer values to normalise
+    layers += [nn.BatchNorm2d(c_out), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+class Residual(nn.Module):
+    """x + two conv-BN-GELU layers of x."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn(channels, channels), _conv_bn(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNet9(nn.Module):
+    """Residual CNN for 32×32 images; shapes for one 3×32×32 image at width w:
+
+    prep     conv-BN-GELU            3×32×32 →  w×32×32
+    layer1   conv-pool-BN-GELU       w×32×32 → 2w×16×16, + Residual(2w)
+    layer2   conv-pool-BN-GELU      2w×16×16 → 4w×8×8
+    layer3   conv-pool-BN-GELU       4w×8×8  → 8w×4×4,  + Residual(8w)
+    head     global max-pool, Linear(8w, N) scaled by 1/8 (keeps the first logits small)
+
+    8 convolutions and a linear layer; w=64 is the DAWNBench ResNet-9 (6.6M parameters).
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 64) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            _conv_bn(3, w),
+            _conv_bn(w, 2 * w, pool=True), Residual(2 * w),
+            _conv_bn(2 * w, 4 * w, pool=True),
+            _conv_bn(4 * w, 8 * w, pool=True), Residual(8 * w),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(8 * w, num_classes, bias=False)
+        self.logit_scale = 0.125
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)) * self.logit_scale
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm that directly follows a conv (or a conv and a max-pool,
+    which commutes with a positive per-channel scale) into that conv, in place.
+
+    Serving then runs one op per layer instead of two. Only exact when BN's scale
+    gamma/sqrt(var+eps) is positive where a max-pool sits between them; otherwise left as is.
+    """
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        layers = list(module)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, nn.BatchNorm2d) or layer.training or i == 0:
+                continue
+            j = i - 1
+            through_pool = isinstance(layers[j], nn.MaxPool2d)
+            if through_pool:
+                j -= 1
+            conv = layers[j] if j >= 0 else None
+            if not isinstance(conv, nn.Conv2d) or layer.running_var is None:
+                continue
+            scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
+            if through_pool and not bool((scale > 0).all()):
+                continue
+            with torch.no_grad():
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(layer.running_mean)
+                new_bias = (bias - layer.running_mean) * scale + layer.bias
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                if conv.bias is None:
+                    conv.bias = nn.Parameter(new_bias)
+                else:
+                    conv.bias.copy_(new_bias)
+            module[i] = nn.Identity()
+    return model
+
+
 def _build_tutorial_cnn(num_classes: int) -> nn.Module:
     return TutorialCNN(num_classes)
 
@@ -61,6 +148,10 @@ def _build_vgg16(num_classes: int) -> nn.Module:
     last = model.classifier[6]
     model.classifier[6] = nn.Linear(last.in_features, num_classes)
     return model
+
+
+def _build_resnet9(num_classes: int) -> nn.Module:
+    return ResNet9(num_classes)
 
 
 @dataclass(frozen=True)
@@ -83,6 +174,10 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             "vgg16", _build_vgg16, 32, False,
             "torchvision VGG16 with a new N-class head (134M parameters at 10 classes)",
+        ),
+        Architecture(
+            "resnet9", _build_resnet9, 32, True,
+            "residual CNN for 32×32 images with BatchNorm (6.6M parameters)",
         ),
     )
 }
