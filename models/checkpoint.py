@@ -27,9 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.architectures import build_model, get_architecture
+from models.architectures import build_model, fold_batchnorm, get_architecture
 from models.classes import CIFAR10_CLASSES
 from models.devices import resolve_device
+from models.inference import TTA_MODES
 from models.preprocess import TUTORIAL_MEAN, TUTORIAL_STD
 
 FORMAT = "cnn-serve/1"
@@ -52,6 +53,7 @@ class CheckpointMeta:
     mean: list[float]
     std: list[float]
     temperature: float = 1.0
+    tta: str = "off"  # test-time augmentation the metrics and temperature were measured with
     # e.g. {"val_accuracy": 0.74, "val_nll": …, "val_ece_before": …, "test_accuracy": …}
     metrics: dict[str, float] = field(default_factory=dict)
     epochs: int = 0
@@ -84,8 +86,18 @@ class CheckpointMeta:
                 raise ValueError(f"{name} must be 3 finite numbers, got {values!r}")
         if any(float(s) <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std!r}")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+
+    def public_dict(self) -> dict[str, Any]:
+        """`to_dict` with every filesystem path in `data` and `training` cut to its last part:
+        what a client may see. Checkpoints written before training stored names only still
+        carry the training machine's folders there."""
+        raw = self.to_dict()
+        return {**raw, "data": without_paths(raw["data"]),
+                "training": without_paths(raw["training"])}
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
@@ -108,6 +120,33 @@ class CheckpointMeta:
         meta.temperature = float(meta.temperature)
         meta.validate()
         return meta
+
+
+# An absolute, home-relative or Windows path inside a string: "/root/.cache/cifar10/train",
+# "~/data", "C:\\runs\\x". Relative names ("cifar10", "m.pt") are left alone.
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:[\\/]|~[\\/]?|/)[^\s()'\",;]*")
+
+
+def _last_part(path: str) -> str:
+    return re.split(r"[\\/]", path.rstrip("\\/"))[-1]
+
+
+def strip_path(text: str) -> str:
+    """A path ("runs/x", "/data/cifar10") → its last component; paths inside a sentence
+    likewise ("CIFAR-10 (/data)" → "CIFAR-10 (data)")."""
+    if re.fullmatch(r"[^\s]*[\\/][^\s]*", text):
+        return _last_part(text)
+    return _PATH.sub(lambda m: _last_part(m.group(0)), text)
+
+
+def without_paths(value: Any) -> Any:
+    if isinstance(value, str):
+        return strip_path(value)
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_paths(v) for v in value]
+    return value
 
 
 def tutorial_meta(num_classes: int = 10) -> CheckpointMeta:
@@ -247,8 +286,13 @@ def _describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
     return "; ".join(parts) or "the tensors do not fit"
 
 
-def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> LoadedModel:
-    """Rebuild the network from a checkpoint's meta, load its weights strictly, in eval mode."""
+def load_checkpoint(
+    path: str | os.PathLike[str], device: str = "cpu", *, fold_bn: bool = False
+) -> LoadedModel:
+    """Rebuild the network from a checkpoint's meta, load its weights strictly, in eval mode.
+
+    `fold_bn` folds BatchNorm into the convolutions before it (inference only: the weights
+    no longer match the checkpoint's keys)."""
     state, meta, sha256 = read_checkpoint(path)
     try:
         target = resolve_device(device)
@@ -262,5 +306,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> Loaded
             + _describe_mismatch(model, state)
         )
     model.load_state_dict(state, strict=True)
-    model.to(target).eval()
+    model.eval()
+    if fold_bn:
+        fold_batchnorm(model)
+    model.to(target)
     return LoadedModel(model=model, meta=meta, sha256=sha256, path=os.fspath(path), device=target)

@@ -178,3 +178,26 @@ def test_a_torch_version_object_in_meta_still_saves_a_loadable_file(tmp_path: Pa
 def test_read_checkpoint_does_not_build_a_network(saved) -> None:
     state, m, sha = read_checkpoint(saved[0])
     assert m.arch == "tutorial_cnn" and "model.0.weight" in state and len(sha) == 64
+
+
+def test_a_checkpoint_without_tta_in_its_meta_loads_with_tta_off(tmp_path: Path) -> None:
+    model = build_model("tutorial_cnn", 10)
+    raw = meta().to_dict()
+    del raw["tta"]  # written before the field existed
+    torch.save({"format": FORMAT, "state_dict": model.state_dict(), "meta": raw},
+               tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").meta.tta == "off"
+
+
+def test_public_meta_holds_names_not_the_training_machines_paths() -> None:
+    old = meta(
+        data={"dataset": "folder", "source": "/root/.cache/cifar10/train", "train_images": 9},
+        training={"data_dir": "/root/.cache/cifar10", "output": "/tmp/expB/m.pt",
+                  "logdir": "runs/cifar10_x", "teacher": "C:\\ckpt\\t.pt", "lr": 0.02},
+    )
+    public = old.public_dict()
+    assert public["data"]["source"] == "train"
+    assert public["training"] == {"data_dir": "cifar10", "output": "m.pt",
+                                  "logdir": "cifar10_x", "teacher": "t.pt", "lr": 0.02}
+    assert public["classes"] == old.classes
+    assert "/" not in repr(public["data"]) + repr(public["training"])
