@@ -39,7 +39,7 @@ class ImageSet:
     images: torch.Tensor  # uint8 (N, 3, S, S)
     labels: torch.Tensor  # int64 (N,)
     classes: list[str]
-    source: str  # where it came from, for the checkpoint's meta
+    source: str  # which dataset, for the checkpoint's meta: a name, never a path
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -88,6 +88,11 @@ def _decode(path: Path, size: int) -> torch.Tensor:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
+def _source(split_dir: Path) -> str:
+    """~/.cache/cifar10/train → "cifar10": the dataset's name, not the machine's folders."""
+    return split_dir.resolve().parent.name
+
+
 def load_folder(split_dir: Path, size: int, cache_dir: Path | None, progress: bool) -> ImageSet:
     """`split_dir/<class>/*` → an ImageSet; decoded with threads (Pillow releases the GIL)."""
     classes, files = _list_folder(split_dir)
@@ -97,7 +102,7 @@ def load_folder(split_dir: Path, size: int, cache_dir: Path | None, progress: bo
         if cache_file.exists():
             cached = torch.load(cache_file, weights_only=True)
             log.info("loaded %d cached images from %s", len(cached["labels"]), cache_file)
-            return ImageSet(cached["images"], cached["labels"], classes, str(split_dir))
+            return ImageSet(cached["images"], cached["labels"], classes, _source(split_dir))
     images = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         decoded = pool.map(lambda item: _decode(item[0], size), files, chunksize=256)
@@ -110,7 +115,7 @@ def load_folder(split_dir: Path, size: int, cache_dir: Path | None, progress: bo
     if cache_file is not None:
         atomic_torch_save({"images": images, "labels": labels}, cache_file)
         log.info("cached %d decoded images in %s", len(labels), cache_file)
-    return ImageSet(images, labels, classes, str(split_dir))
+    return ImageSet(images, labels, classes, _source(split_dir))
 
 
 def load_cifar10(data_dir: Path, train: bool, size: int, download: bool) -> ImageSet:
@@ -130,7 +135,7 @@ def load_cifar10(data_dir: Path, train: bool, size: int, download: bool) -> Imag
     if size != images.shape[-1]:
         images = torch.stack([image_to_uint8(Image.fromarray(a), size) for a in ds.data])
     labels = torch.tensor(ds.targets, dtype=torch.int64)
-    return ImageSet(images, labels, list(CIFAR10_CLASSES), f"torchvision CIFAR-10 ({data_dir})")
+    return ImageSet(images, labels, list(CIFAR10_CLASSES), "torchvision CIFAR-10")
 
 
 def load_dataset(

@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from models.inference import tta_logits
 from models.preprocess import normalize
 from training.augment import random_crop_flip
+from training.distill import distillation_loss
 from training.distributed import World, shard
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -104,9 +106,14 @@ def train_one_epoch(
     on_log: Callable[[float], None],
     progress: bool,
     description: str,
+    teacher: nn.Module | None = None,
+    distill_alpha: float = 0.0,
+    distill_temperature: float = 1.0,
 ) -> tuple[float, float]:
     """The tutorial's loop (zero_grad / forward / loss / backward / step) over one epoch.
 
+    With a `teacher`, the loss is training.distill's mix of cross-entropy and KL to the
+    teacher's softened logits on the same batch.
     Returns (mean training loss, images per second). `on_log` receives the mean loss of the
     last `log_every` steps. Raises TrainingDiverged on a non-finite loss.
     """
@@ -118,7 +125,13 @@ def train_one_epoch(
     for x, y in bar:
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, precision):
-            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            logits = model(x)
+            if teacher is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            else:
+                loss = distillation_loss(logits, teacher(x), y, alpha=distill_alpha,
+                                         temperature=distill_temperature,
+                                         label_smoothing=label_smoothing)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -153,9 +166,10 @@ def predict_logits(
     device: torch.device,
     precision: str,
     channels_last: bool,
+    tta: str = "off",
     batch_size: int = 1000,
 ) -> torch.Tensor:
-    """float32 logits on the CPU for uint8 images, in order."""
+    """float32 logits on the CPU for uint8 images, in order; `tta` as in models.inference."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
@@ -163,5 +177,5 @@ def predict_logits(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            out.append(model(x).float().cpu())
+            out.append(tta_logits(model, x, tta).float().cpu())
     return torch.cat(out) if out else torch.empty(0)

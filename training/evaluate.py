@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import CheckpointError, load_checkpoint
+from models.inference import TTA_MODES
 from training.data import DATASETS, DatasetError, default_cache_dir, load_dataset, stratified_split
 from training.engine import predict_logits
 from training.report import confusion_matrix, per_class_accuracy, row_fractions, save_confusion_png
@@ -34,6 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="test: the dataset's test split; val: the images the checkpoint held "
                    "out for validation (same seed and fraction as its training); train: the rest")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--tta", default=None, choices=TTA_MODES,
+                   help="test-time augmentation (default: the checkpoint's own, meta.tta)")
     p.add_argument("--confusion-png", type=Path, default=None, help="also draw the matrix here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
@@ -59,15 +62,18 @@ def main(args: argparse.Namespace) -> dict:
         train_idx, val_idx = stratified_split(train.labels, fraction, seed)
         idx = val_idx if args.split == "val" else train_idx
         images, labels = train.images[idx], train.labels[idx]
+    tta = args.tta or meta.tta
     logits = predict_logits(loaded.model, images, mean=meta.mean, std=meta.std,
-                            device=loaded.device, precision="fp32", channels_last=False)
+                            device=loaded.device, precision="fp32", channels_last=False,
+                            tta=tta)
     counts = confusion_matrix(logits.argmax(1), labels, len(meta.classes))
     accuracy = float(counts.diag().sum() / counts.sum())
     if args.confusion_png is not None:
         save_confusion_png(counts, meta.classes,
                            f"{meta.arch} on {args.split}: {accuracy:.1%} accurate",
                            args.confusion_png)
-    return {"split": args.split, "images": len(labels), "accuracy": round(accuracy, 4),
+    return {"split": args.split, "images": len(labels), "tta": tta,
+            "accuracy": round(accuracy, 4),
             "per_class_accuracy": per_class_accuracy(counts, meta.classes),
             "confusion_matrix": counts.tolist(), "classes": meta.classes}
 
@@ -76,7 +82,8 @@ def format_table(result: dict) -> str:
     classes = result["classes"]
     fractions = row_fractions(torch.tensor(result["confusion_matrix"]))
     width = max(len(c) for c in classes)
-    lines = [f"{result['split']}: {result['accuracy']:.2%} of {result['images']} images",
+    lines = [f"{result['split']}: {result['accuracy']:.2%} of {result['images']} images "
+             f"(test-time augmentation: {result['tta']})",
              "", "per class (row = true class, columns = fraction predicted as each class):",
              " " * (width + 2) + " ".join(f"{c[:5]:>5}" for c in classes) + "   acc"]
     for i, name in enumerate(classes):

@@ -15,6 +15,7 @@ import torch
 from models import DEFAULT_CHECKPOINT
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from models.images import ImageError
+from models.inference import tta_logits
 from models.preprocess import decode_to_uint8, normalize
 
 MAX_PIXELS = 80_000_000
@@ -40,7 +41,8 @@ def classify(loaded: LoadedModel, data: bytes) -> torch.Tensor:
     meta = loaded.meta
     x = normalize(decode_to_uint8(data, max_pixels=MAX_PIXELS, size=meta.input_size),
                   meta.mean, meta.std)
-    logits = loaded.model(x.unsqueeze(0).to(loaded.device)).float().cpu()[0]
+    logits = tta_logits(loaded.model, x.unsqueeze(0).to(loaded.device), meta.tta)
+    logits = logits.float().cpu()[0]
     return torch.softmax(logits / meta.temperature, dim=0)
 
 

@@ -35,8 +35,9 @@ from models.architectures import (
     get_architecture,
     load_pretrained_backbone,
 )
-from models.checkpoint import CheckpointMeta, save_checkpoint
+from models.checkpoint import CheckpointError, CheckpointMeta, save_checkpoint, without_paths
 from models.devices import resolve_device
+from models.inference import TTA_MODES
 from training.data import (
     DATASETS,
     DatasetError,
@@ -45,6 +46,7 @@ from training.data import (
     load_dataset,
     stratified_split,
 )
+from training.distill import load_teacher
 from training.distributed import World, barrier, device_for, init_world, shutdown
 from training.engine import (
     PRECISIONS,
@@ -66,26 +68,56 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 @dataclass(frozen=True)
 class Recipe:
-    """The default hyper-parameters, with why. Every one is a flag of the same name."""
+    """One architecture's default hyper-parameters, with why. Every one is a flag of the same
+    name; a flag given on the command line wins over the recipe."""
 
     epochs: int = 30  # one-cycle over 30 epochs; see the module docstring for what it reaches
     batch_size: int = 128  # images per step (per process under torchrun)
     # Peak learning rate of the schedule (SGD). 0.05 made this network (no normalisation
     # layers) diverge to NaN at epoch 10; 0.02 is stable. AdamW wants ~0.003.
     lr: float = 0.02
-    momentum: float = 0.9  # SGD momentum, Nesterov
+    optimizer: str = "sgd"  # SGD with Nesterov momentum
+    momentum: float = 0.9
     weight_decay: float = 5e-4  # L2 on weights, per step
+    schedule: str = "onecycle"
     label_smoothing: float = 0.0  # 0 = plain cross-entropy; temperature scaling calibrates after
     # Random crops of the image padded by this many pixels. This small network underfits:
     # padding 2 reached 76.7% where 4 reached 75.1% (same recipe otherwise, 30 epochs).
     crop_padding: int = 2
-    val_fraction: float = 0.1  # held out from the training images, stratified
     patience: int = 10  # epochs without a better validation accuracy before stopping
-    log_every: int = 50  # steps between training-loss points in TensorBoard
+    tta: str = "off"  # test-time augmentation recorded in the checkpoint: off or flip
+
+
+RECIPES: dict[str, Recipe] = {
+    "tutorial_cnn": Recipe(),
+    "vgg16": Recipe(),
+    # The DAWNBench ResNet-9 recipe (Page, 2018): batch 512, peak LR 0.4 with Nesterov SGD,
+    # weight decay 5e-4, crops padded by 4, label smoothing 0.2; BatchNorm lets the LR be
+    # 20× the tutorial CNN's. One-cycle to the last epoch, so no early stop. Flip TTA at
+    # evaluation. See docs/gpu.md for the runs behind it.
+    "resnet9": Recipe(epochs=16, batch_size=512, lr=0.4, label_smoothing=0.2, crop_padding=4,
+                      patience=0, tta="flip"),
+}
+RECIPE_FIELDS = tuple(Recipe.__dataclass_fields__)
+VAL_FRACTION = 0.1  # held out from the training images, stratified
+LOG_EVERY = 50  # steps between training-loss points in TensorBoard
+
+
+def _recipe_help(name: str) -> str:
+    """'tutorial_cnn 0.02, resnet9 0.4': a recipe field's default per architecture."""
+    return ", ".join(f"{arch} {getattr(r, name)}" for arch, r in RECIPES.items())
+
+
+def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every recipe flag the user left unset from the architecture's recipe."""
+    recipe = RECIPES.get(args.arch, Recipe())
+    for name in RECIPE_FIELDS:
+        if getattr(args, name, None) is None:
+            setattr(args, name, getattr(recipe, name))
+    return args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    r = Recipe()
     p = argparse.ArgumentParser(
         prog="python -m training.run",
         description="Train an image classifier; writes a checkpoint, a JSON report, a "
@@ -102,26 +134,38 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="image side in pixels (default: the architecture's)")
     p.add_argument("--pretrained", type=Path, default=None,
                    help="local file of ImageNet weights for vgg16 (torchvision's state_dict)")
-    p.add_argument("--epochs", type=int, default=r.epochs, help="maximum epochs")
-    p.add_argument("--batch-size", type=int, default=r.batch_size, help="images per step")
-    p.add_argument("--lr", type=float, default=r.lr, help="peak learning rate")
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),
-                   help="SGD with Nesterov momentum, or AdamW")
-    p.add_argument("--momentum", type=float, default=r.momentum, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=r.weight_decay, help="weight decay")
-    p.add_argument("--schedule", default="onecycle", choices=("onecycle", "cosine"),
-                   help="learning-rate schedule, stepped every batch")
-    p.add_argument("--label-smoothing", type=float, default=r.label_smoothing,
-                   help="cross-entropy label smoothing")
-    p.add_argument("--crop-padding", type=int, default=r.crop_padding,
-                   help="random-crop padding in pixels (0 disables cropping)")
+    recipe_flags = [  # (flag, type, choices, help); defaults come from the arch's recipe
+        ("epochs", int, None, "maximum epochs"),
+        ("batch-size", int, None, "images per step"),
+        ("lr", float, None, "peak learning rate"),
+        ("optimizer", str, ("sgd", "adamw"), "SGD with Nesterov momentum, or AdamW"),
+        ("momentum", float, None, "SGD momentum"),
+        ("weight-decay", float, None, "weight decay"),
+        ("schedule", str, ("onecycle", "cosine"), "learning-rate schedule, stepped every batch"),
+        ("label-smoothing", float, None, "cross-entropy label smoothing"),
+        ("crop-padding", int, None, "random-crop padding in pixels (0 disables cropping)"),
+        ("patience", int, None, "stop after this many epochs without a better validation "
+         "accuracy (0: never stop early)"),
+        ("tta", str, TTA_MODES, "test-time augmentation, recorded in the checkpoint and used "
+         "by evaluate, predict and the service: off, or flip (mean of the image's and its "
+         "mirror's logits)"),
+    ]
+    for flag, kind, choices, text in recipe_flags:
+        # SUPPRESS: an unset flag stays absent (no "default: None" in the help) until
+        # apply_recipe fills it in.
+        p.add_argument(f"--{flag}", type=kind, default=argparse.SUPPRESS, choices=choices,
+                       help=f"{text} (default per --arch: {_recipe_help(flag.replace('-', '_'))})")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="disable random horizontal flips")
-    p.add_argument("--val-fraction", type=float, default=r.val_fraction,
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="checkpoint of a stronger network to distil from (same classes); "
+                   "it runs frozen, in eval mode, on every training batch")
+    p.add_argument("--distill-alpha", type=float, default=0.9,
+                   help="weight of the teacher's KL term; 1 − alpha goes to the labels")
+    p.add_argument("--distill-temperature", type=float, default=4.0,
+                   help="softmax temperature of both networks in the KL term")
+    p.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                    help="fraction of the training images held out for validation")
-    p.add_argument("--patience", type=int, default=r.patience,
-                   help="stop after this many epochs without a better validation accuracy "
-                   "(0: never stop early)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, init and data order")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA if present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
@@ -133,7 +177,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "report, PNGs and the resumable NAME.state.pt are written beside it")
     p.add_argument("--logdir", type=Path, default=None,
                    help="TensorBoard folder (default: runs/<dataset>_<arch>_<time>)")
-    p.add_argument("--log-every", type=int, default=r.log_every,
+    p.add_argument("--log-every", type=int, default=LOG_EVERY,
                    help="steps between training-loss points")
     p.add_argument("--resume", type=Path, default=None,
                    help="continue an interrupted run from its NAME.state.pt; its own settings "
@@ -157,11 +201,16 @@ RESUME_OVERRIDES = ("device", "stop_after", "progress", "resume")
 
 
 def _validate(args: argparse.Namespace) -> None:
+    apply_recipe(args)
     for name in ("epochs", "batch_size", "log_every"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr <= 0:
         raise ValueError("--lr must be positive")
+    if not 0.0 <= args.distill_alpha <= 1.0:
+        raise ValueError("--distill-alpha must be between 0 and 1")
+    if args.distill_temperature <= 0:
+        raise ValueError("--distill-temperature must be positive")
     arch = get_architecture(args.arch)
     if args.input_size is None:
         args.input_size = arch.default_input_size
@@ -178,10 +227,11 @@ def _args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _restore_args(args: argparse.Namespace, saved: dict[str, Any]) -> argparse.Namespace:
-    merged = dict(saved)
+    # Parser defaults first: a state written before a flag existed still resumes.
+    merged = {**vars(get_args_parser().parse_args([])), **saved}
     for key in RESUME_OVERRIDES:
         merged[key] = getattr(args, key)
-    for key in ("data_dir", "output", "logdir", "cache_dir", "pretrained"):
+    for key in ("data_dir", "output", "logdir", "cache_dir", "pretrained", "teacher"):
         if merged.get(key) is not None:
             merged[key] = Path(merged[key])
     return argparse.Namespace(**merged)
@@ -264,6 +314,12 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
             f"{len(train_idx)} training images make no full batch of {args.batch_size} per "
             f"process; lower --batch-size"
         )
+    teacher = None
+    if args.teacher is not None:
+        teacher = load_teacher(args.teacher, device, classes=classes, input_size=args.input_size,
+                               mean=mean, std=std, channels_last=channels_last)
+        log.info("distilling from %s (alpha %.2f, T %.1f)", args.teacher.name,
+                 args.distill_alpha, args.distill_temperature)
     optimizer = _make_optimizer(model, args)
     scheduler = _make_scheduler(optimizer, args, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -314,6 +370,8 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
             label_smoothing=args.label_smoothing, precision=precision, device=device,
             log_every=args.log_every, on_log=on_log, progress=progress,
             description=f"epoch {epoch + 1}/{args.epochs}",
+            teacher=teacher, distill_alpha=args.distill_alpha,
+            distill_temperature=args.distill_temperature,
         )
         val_logits = predict_logits(model, images[val_idx.to(device)], **eval_kw)
         val_labels = train_all.labels[val_idx]
@@ -364,12 +422,13 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
         return {"status": "done"}
     meta = CheckpointMeta(
         arch=args.arch, classes=classes, input_size=args.input_size, mean=mean, std=std,
-        epochs=len(history),
+        tta=args.tta, epochs=len(history),
         data={"dataset": args.dataset, "source": train_all.source,
               "train_images": len(train_idx), "val_images": len(val_idx),
               "test_images": len(test) if test is not None else 0,
               "val_fraction": args.val_fraction, "split_seed": args.seed},
-        training={**{k: v for k, v in _args_to_dict(args).items()
+        # Names, not paths: the checkpoint travels, and /model shows this to any client.
+        training={**{k: without_paths(v) for k, v in _args_to_dict(args).items()
                      if k not in ("resume", "stop_after", "progress", "cache_dir", "cache")},
                   "device": str(device), "precision": precision, "channels_last": channels_last,
                   "world_size": world.size, "train_seconds": round(seconds, 1),
@@ -392,7 +451,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         summary = main(args)
-    except (DatasetError, ResumeError, TrainingDiverged, ValueError) as exc:
+    except (CheckpointError, DatasetError, ResumeError, TrainingDiverged, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -53,7 +53,11 @@ def finish_run(
     output: Path,
     global_step: int,
 ) -> dict[str, Any]:
-    """Fill meta.temperature and meta.metrics, write the report files; return a summary."""
+    """Fill meta.temperature and meta.metrics, write the report files; return a summary.
+
+    Everything is measured with the checkpoint's test-time augmentation (meta.tta), the way
+    it will be served; with TTA on, the accuracy without it is recorded too, for its gain."""
+    eval_kw = {**eval_kw, "tta": meta.tta}
     val_logits = predict_logits(model, val[0], **eval_kw)
     val_labels = val[1]
     temperature = fit_temperature(val_logits, val_labels)
@@ -67,6 +71,10 @@ def finish_run(
         "val_ece": round(before["ece"], 4),
         "val_ece_calibrated": round(after["ece"], 4),
     }
+    if meta.tta != "off":
+        plain = predict_logits(model, val[0], **{**eval_kw, "tta": "off"})
+        meta.metrics["val_accuracy_no_tta"] = round(
+            float((plain.argmax(1) == val_labels).float().mean()), 4)
     n = len(meta.classes)
     val_counts = confusion_matrix(val_logits.argmax(1), val_labels, n)
     report: dict[str, Any] = {
@@ -117,7 +125,9 @@ def finish_run(
     m = meta.metrics
     lines = [
         f"best epoch {meta.training.get('best_epoch')} of {meta.epochs}: validation accuracy "
-        f"{m['val_accuracy']:.2%} ({meta.data.get('val_images')} images)",
+        f"{m['val_accuracy']:.2%} ({meta.data.get('val_images')} images"
+        + (f", {meta.tta} TTA; {m['val_accuracy_no_tta']:.2%} without" if meta.tta != "off"
+           else "") + ")",
         f"temperature {meta.temperature:.3f}: validation ECE {m['val_ece']:.4f} → "
         f"{m['val_ece_calibrated']:.4f}, NLL {m['val_nll']:.4f} → {m['val_nll_calibrated']:.4f}",
     ]

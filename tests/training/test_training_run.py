@@ -34,6 +34,10 @@ def test_a_tiny_run_writes_checkpoint_reports_and_tensorboard_events(train_args,
     assert meta.training["device"] == "cpu"
     # The colours are easy: the network must have learnt something in two epochs.
     assert meta.metrics["val_accuracy"] > 0.5
+    # Names, not the training machine's folders: the checkpoint travels and /model shows it.
+    assert meta.training["output"] == "model.pt" and meta.training["logdir"] == "runs-model"
+    for value in [*meta.data.values(), *meta.training.values()]:
+        assert "/" not in str(value) and str(tmp_path) not in str(value)
 
     report = json.loads((tmp_path / "model.report.json").read_text())
     assert set(report["test"]["per_class_accuracy"]) == {"blue", "green", "red"}
@@ -91,7 +95,7 @@ def test_a_diverging_run_stops_with_a_clear_message_and_saves_nothing(train_args
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
 def test_the_one_cycle_schedule_works_for_very_short_runs(steps: int) -> None:
-    args = run.get_args_parser().parse_args(["--epochs", "1"])
+    args = run.apply_recipe(run.get_args_parser().parse_args(["--epochs", "1"]))
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=args.lr)
     scheduler = run._make_scheduler(opt, args, steps)
     used = []
@@ -105,7 +109,7 @@ def test_the_one_cycle_schedule_works_for_very_short_runs(steps: int) -> None:
 @pytest.mark.parametrize(
     ("argv", "valid"),
     [
-        (["--arch", "resnet"], ["tutorial_cnn", "vgg16"]),
+        (["--arch", "resnet"], ["resnet9", "tutorial_cnn", "vgg16"]),
         (["--dataset", "imagenet"], ["cifar10", "folder"]),
         (["--optimizer", "lion"], ["sgd", "adamw"]),
         (["--precision", "int8"], ["auto", "fp32", "bf16", "fp16"]),
