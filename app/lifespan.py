@@ -74,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             Predictor.from_checkpoint,
             settings.model_path, device=settings.device, max_pixels=settings.max_pixels,
             channels_last=settings.channels_last, libspng=settings.libspng,
+            tta=settings.tta, fold_bn=settings.fold_batchnorm,
         )
     except CheckpointError as exc:
         _fail(app, str(exc))

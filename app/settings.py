@@ -149,6 +149,15 @@ class Settings(BaseSettings):
     channels_last: bool = Field(
         True, description="run the network on channels-last (NHWC) tensors; faster on CPU"
     )
+    tta: Literal["off", "flip"] | None = Field(
+        None, description="test-time augmentation: off, or flip (mean of the image's and its "
+                          "mirror's logits, 2× the compute); default: the checkpoint's own, "
+                          "the one its temperature was fitted with",
+    )
+    fold_batchnorm: bool = Field(
+        True, description="fold BatchNorm layers into the convolutions before them at load "
+                          "time (same outputs, one op per layer instead of two)",
+    )
     gc_freeze: bool = Field(
         True, description="after startup, exempt everything loaded so far from Python's "
                           "garbage collector (gc.freeze); full collections stop stalling "

@@ -87,6 +87,8 @@ class ModelInfo(BaseModel):
     mean: list[float]
     std: list[float]
     temperature: float = Field(description="logits are divided by it before the softmax")
+    tta: str = Field("off", description="test-time augmentation served: off, or flip (the "
+                                         "mean of the image's and its mirror's logits)")
     metrics: dict[str, Any]
     epochs: int
     data: dict[str, Any]

@@ -18,6 +18,7 @@ from PIL import Image
 
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from models.images import ImageError
+from models.inference import check_tta, tta_logits
 from models.preprocess import decode_to_uint8, normalize
 
 SHA_PREFIX = 12  # hex digits of the checkpoint's sha256 shown with every prediction
@@ -26,7 +27,7 @@ SHA_PREFIX = 12  # hex digits of the checkpoint's sha256 shown with every predic
 class Predictor:
     def __init__(
         self, loaded: LoadedModel, *, max_pixels: int, channels_last: bool = True,
-        libspng: bool = True,
+        libspng: bool = True, tta: str | None = None,
     ) -> None:
         # Channels-last (NHWC) lets oneDNN's convolutions and the max-pooling run vectorised
         # without reordering: the tutorial CNN's forward pass took 1.6-2× less CPU per image
@@ -38,6 +39,9 @@ class Predictor:
         self.path = loaded.path
         self.device = loaded.device
         self.name = Path(loaded.path).stem
+        # The checkpoint's test-time augmentation unless overridden; its temperature was
+        # fitted with the checkpoint's own.
+        self.tta = check_tta(tta or loaded.meta.tta)
         self.classes: tuple[str, ...] = tuple(loaded.meta.classes)
         self.max_pixels = max_pixels
         self.libspng = libspng
@@ -48,12 +52,13 @@ class Predictor:
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, *, device: str = "cpu", max_pixels: int,
-        channels_last: bool = True, libspng: bool = True,
+        channels_last: bool = True, libspng: bool = True, tta: str | None = None,
+        fold_bn: bool = True,
     ) -> Predictor:
         """Load and warm up; raises CheckpointError naming the file and the reason."""
         predictor = cls(
-            load_checkpoint(path, device=device), max_pixels=max_pixels,
-            channels_last=channels_last, libspng=libspng,
+            load_checkpoint(path, device=device, fold_bn=fold_bn), max_pixels=max_pixels,
+            channels_last=channels_last, libspng=libspng, tta=tta,
         )
         predictor.warm_up()
         return predictor
@@ -77,7 +82,8 @@ class Predictor:
             batch = torch.stack(list(images))
         batch = batch.to(self.device, non_blocking=True)
         with torch.inference_mode():
-            logits = self.model(normalize(batch, self.meta.mean, self.meta.std))
+            logits = tta_logits(self.model, normalize(batch, self.meta.mean, self.meta.std),
+                                self.tta)
             probs = torch.softmax(logits.float() / self.meta.temperature, dim=1)
         return probs.cpu().tolist()
 

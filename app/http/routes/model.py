@@ -17,5 +17,6 @@ async def model_info(service: ServiceDep) -> ModelInfo:
         name=predictor.name,
         sha256=predictor.sha256,
         device=str(predictor.device),
-        **predictor.meta.to_dict(),
+        # Names only: checkpoints from before training stored names show no paths either.
+        **{**predictor.meta.public_dict(), "tta": predictor.tta},
     )

@@ -22,6 +22,7 @@ def test_model_returns_the_checkpoint_metadata(client: TestClient, checkpoint: P
         "mean": [0.5, 0.4, 0.3],
         "std": [0.25, 0.25, 0.25],
         "temperature": 1.7,
+        "tta": "off",
         "metrics": {"val_accuracy": 0.5},
         "epochs": 3,
         "data": {"dataset": "test"},
