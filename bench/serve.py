@@ -345,16 +345,11 @@ def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     kernels use on it: this project's VM, "AMD EPYC" every time, has run on AVX2-only hosts
     and on AVX-512 ones, where the forward pass takes 1.7× less CPU, so a figure is only
     comparable with its machine beside it."""
-    model = "unknown CPU"
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if sep and key.strip() == "model name":
-                model = value.strip()
-                break
-    except OSError:
-        pass
     import torch  # here, not at import: `--help` stays fast
+
+    from models.devices import cpu_model
+
+    model = cpu_model(cpuinfo)
 
     return (f"{model}, {os.cpu_count()} cpus, "
             f"torch {torch.__version__} kernels {torch.backends.cpu.get_cpu_capability()}")

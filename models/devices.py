@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
@@ -38,3 +40,15 @@ def resolve_device(spec: str) -> torch.device:
             raise ValueError(f"device {spec!r} asked for, but Apple MPS is not available here")
         return device
     raise ValueError(f"unsupported device {spec!r}; use {DEVICE_CHOICES}")
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name from /proc/cpuinfo, or "unknown CPU" where there is none."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return "unknown CPU"

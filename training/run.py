@@ -36,7 +36,7 @@ from models.architectures import (
     load_pretrained_backbone,
 )
 from models.checkpoint import CheckpointError, CheckpointMeta, save_checkpoint, without_paths
-from models.devices import resolve_device
+from models.devices import cpu_model, resolve_device
 from models.inference import TTA_MODES
 from training.data import (
     DATASETS,
@@ -99,6 +99,7 @@ RECIPES: dict[str, Recipe] = {
                       patience=0, tta="flip"),
 }
 RECIPE_FIELDS = tuple(Recipe.__dataclass_fields__)
+COMPILE_MODES = ("auto", "on", "off")
 VAL_FRACTION = 0.1  # held out from the training images, stratified
 LOG_EVERY = 50  # steps between training-loss points in TensorBoard
 
@@ -172,6 +173,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16/fp16 autocast on CUDA, bf16 on CPUs with native bf16, "
                    "else fp32")
+    p.add_argument("--compile", default="auto", choices=COMPILE_MODES,
+                   help="torch.compile the training step: auto = on CUDA when a compiler "
+                   "(Triton) is installed, eager elsewhere; results are the same either way")
     p.add_argument("--output", type=Path, default=None,
                    help="checkpoint path (default: checkpoints/<dataset>_<arch>.pt); the JSON "
                    "report, PNGs and the resumable NAME.state.pt are written beside it")
@@ -235,6 +239,18 @@ def _restore_args(args: argparse.Namespace, saved: dict[str, Any]) -> argparse.N
         if merged.get(key) is not None:
             merged[key] = Path(merged[key])
     return argparse.Namespace(**merged)
+
+
+def use_compile(mode: str, device: torch.device) -> bool:
+    """Whether to torch.compile: `auto` only where it pays and works without setup, a CUDA
+    device with Triton; on CPU it needs a C++ toolchain and saved little for convolutions."""
+    if mode != "auto":
+        return mode == "on"
+    if device.type != "cuda":
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 def _make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -306,6 +322,10 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+
+    compiled = use_compile(args.compile, device)
+    if compiled:  # the compiled wrapper shares `model`'s parameters; state_dicts use `model`
+        train_model = torch.compile(train_model)
 
     # --- optimiser, schedule, mixed precision --------------------------------------------
     steps_per_epoch = len(train_idx) // world.size // args.batch_size
@@ -430,7 +450,8 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
         # Names, not paths: the checkpoint travels, and /model shows this to any client.
         training={**{k: without_paths(v) for k, v in _args_to_dict(args).items()
                      if k not in ("resume", "stop_after", "progress", "cache_dir", "cache")},
-                  "device": str(device), "precision": precision, "channels_last": channels_last,
+                  "device": str(device), "device_name": _device_name(device),
+                  "precision": precision, "channels_last": channels_last, "compiled": compiled,
                   "world_size": world.size, "train_seconds": round(seconds, 1),
                   "best_epoch": best["epoch"], "stopped_early": stopped_early},
     )
@@ -444,6 +465,13 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
     save_checkpoint(args.output, model, meta)
     writer.close()
     return {"status": "done", **summary}
+
+
+def _device_name(device: torch.device) -> str:
+    """What trained it, for meta.training: the GPU's name, or the CPU's model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -35,3 +35,12 @@ def test_a_flag_on_the_command_line_overrides_the_recipe() -> None:
 def test_the_help_shows_each_architectures_default() -> None:
     text = " ".join(run.get_args_parser().format_help().split())
     assert "tutorial_cnn 0.02" in text and "resnet9 0.4" in text
+
+
+def test_compile_auto_stays_eager_on_the_cpu_and_on_off_are_obeyed() -> None:
+    import torch
+
+    cpu = torch.device("cpu")
+    assert run.use_compile("auto", cpu) is False
+    assert run.use_compile("on", cpu) is True
+    assert run.use_compile("off", torch.device("cuda")) is False
