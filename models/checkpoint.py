@@ -183,10 +183,18 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 
 
 def save_checkpoint(
-    path: str | os.PathLike[str], model: nn.Module, meta: CheckpointMeta
+    path: str | os.PathLike[str], model: nn.Module, meta: CheckpointMeta,
+    weights_dtype: torch.dtype | None = None,
 ) -> None:
+    """`weights_dtype=torch.float16` halves the file (the ResNet-9: 26 → 13 MB); loading
+    copies the weights back into the network's float32 parameters."""
     meta.validate()
-    state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu")
+        if weights_dtype is not None and v.is_floating_point():
+            v = v.to(weights_dtype)
+        state[k] = v.clone().contiguous()
     atomic_torch_save({"format": FORMAT, "state_dict": state, "meta": meta.to_dict()}, path)
 
 

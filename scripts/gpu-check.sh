@@ -4,7 +4,9 @@
 #   2. one epoch of the same on that machine's CPU cores, for the GPU-vs-CPU images/s,
 #   3. the GPU checkpoint loaded back on CPU: same predictions as on the GPU,
 #   4. torchrun (NCCL), vgg16 and batch 1024 for a short run each,
-#   5. the service on CUDA: /healthz and a real /predict.
+#   5. the service on CUDA: /healthz and a real /predict,
+#   6. the strong model: resnet9 with its recipe (saved in float16, ready to ship), then the
+#      tutorial CNN distilled from it over 60 epochs (`ONLY="resnet9 distill"` runs just these).
 #
 #   scripts/gpu-check.sh DATA_TAR_OR_DIR OUTDIR
 #
@@ -82,6 +84,12 @@ step torchrun-nccl 90 "$py" -m torch.distributed.run --standalone --nproc_per_no
   --output "$out/ddp/cifar10_tutorial_cnn.pt" --logdir "$out/ddp/runs"
 step vgg16 90 "$py" -m training.run "${common[@]}" --device "$gpu" --arch vgg16 --input-size 32 \
   --epochs 1 --lr 0.005 --output "$out/vgg/cifar10_vgg16.pt" --logdir "$out/vgg/runs"
+
+step resnet9 300 "$py" -m training.run "${common[@]}" --device "$gpu" --arch resnet9 \
+  --save-dtype float16 --output "$out/resnet9/cifar10_resnet9.pt" --logdir "$out/resnet9/runs"
+step distill 300 "$py" -m training.run "${common[@]}" --device "$gpu" --epochs 60 --patience 0 \
+  --teacher "$out/resnet9/cifar10_resnet9.pt" --output "$out/distill/cifar10_tutorial_cnn.pt" \
+  --logdir "$out/distill/runs"
 
 serve_check() {
   CNN_SERVE_DEVICE=$gpu CNN_SERVE_WORKERS=1 CNN_SERVE_LOG_LEVEL=warning CNN_SERVE_PORT=8000 \

@@ -176,6 +176,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                    help="torch.compile the training step: auto = on CUDA when a compiler "
                    "(Triton) is installed, eager elsewhere; results are the same either way")
+    p.add_argument("--save-dtype", default="float32", choices=("float32", "float16"),
+                   help="dtype of the weights in the checkpoint file; float16 halves it and "
+                   "loads back into float32")
     p.add_argument("--output", type=Path, default=None,
                    help="checkpoint path (default: checkpoints/<dataset>_<arch>.pt); the JSON "
                    "report, PNGs and the resumable NAME.state.pt are written beside it")
@@ -462,7 +465,7 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
         history=history, eval_kw=eval_kw, output=args.output,
         global_step=len(history),
     )
-    save_checkpoint(args.output, model, meta)
+    save_checkpoint(args.output, model, meta, weights_dtype=getattr(torch, args.save_dtype))
     writer.close()
     return {"status": "done", **summary}
 

@@ -101,3 +101,18 @@ def test_an_unknown_tta_mode_is_refused_with_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="tta must be one of off, flip"):
         CheckpointMeta(arch="resnet9", classes=["a", "b"], input_size=32, mean=[0.0] * 3,
                        std=[1.0] * 3, tta="rotate").validate()
+
+
+def test_half_precision_weights_halve_the_file_and_load_back_as_float32(tmp_path: Path) -> None:
+    meta = CheckpointMeta(arch="resnet9", classes=[str(i) for i in range(10)], input_size=32,
+                          mean=[0.5] * 3, std=[0.25] * 3)
+    model = build_model("resnet9", 10).eval()
+    save_checkpoint(tmp_path / "full.pt", model, meta)
+    save_checkpoint(tmp_path / "half.pt", model, meta, weights_dtype=torch.float16)
+    full, half = (tmp_path / "full.pt").stat().st_size, (tmp_path / "half.pt").stat().st_size
+    assert half < 0.55 * full
+    loaded = load_checkpoint(tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model(x), rtol=2e-2, atol=2e-3)
