@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.http.errors import install_error_handlers
 from app.http.middleware import RequestContextMiddleware, UploadGuardMiddleware
-from app.http.routes import health, metrics, model, predict
+from app.http.routes import health, metrics, model, predict, ui
 from app.http.security import document_api_key
 from app.lifespan import QuietStartupFailure, lifespan
 from app.observability import Metrics
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None
     app.state.metrics = Metrics()
     install_error_handlers(app)
-    for module in (predict, health, model, metrics):
+    for module in (predict, health, model, metrics, ui):
         app.include_router(module.router)
     document_api_key(app)
     app.add_middleware(UploadGuardMiddleware)

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="when set, /predict* need `Authorization: Bearer <key>` or X-API-Key"
     )
+    ui: bool = Field(
+        True, description="serve a page at / to try the model in a browser (it calls /predict "
+                          "and /model from there; with an API key it asks for it); false: / "
+                          "is a 404",
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # Used only by `python -m app`.
     host: str = "127.0.0.1"
