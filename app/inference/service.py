@@ -102,9 +102,10 @@ class InferenceService:
         return self.batcher.failure(self.limits.stuck_after_s)
 
     async def classify(
-        self, images: Sequence[bytes], labels: Sequence[str] | None = None
+        self, images: Sequence[bytes | torch.Tensor], labels: Sequence[str] | None = None
     ) -> list[list[float]]:
-        """Image bytes → probability rows, in order.
+        """Image bytes (or pixels already decoded: uint8 (3, S, S), as `Predictor.decode`
+        gives) → probability rows, in order.
 
         Raises QueueFullError / WorkerUnavailableError before doing any work, ImageError
         (prefixed with the image's label when given) for the first bad image,
@@ -132,11 +133,12 @@ class InferenceService:
         pixels = header_pixels(payload)
         return pixels is not None and pixels <= INLINE_MAX_SIDE * INLINE_MAX_SIDE
 
-    def _inline(self, data: bytes) -> bool:
-        return len(data) <= self.limits.inline_decode_max_bytes
+    def _inline(self, data: bytes | torch.Tensor) -> bool:
+        """Left for the inference thread: small uploads, and pixels (nothing to decode)."""
+        return not isinstance(data, bytes) or len(data) <= self.limits.inline_decode_max_bytes
 
     async def _decode_large(
-        self, images: Sequence[bytes], labels: Sequence[str] | None
+        self, images: Sequence[bytes | torch.Tensor], labels: Sequence[str] | None
     ) -> list[bytes | torch.Tensor]:
         """Large uploads → tensors via the decode pool; small ones stay bytes."""
         if all(self._inline(data) for data in images):
