@@ -10,8 +10,9 @@ from fastapi import FastAPI
 
 from app.http.errors import install_error_handlers
 from app.http.middleware import RequestContextMiddleware, UploadGuardMiddleware
-from app.http.routes import health, metrics, model, predict, ui
+from app.http.routes import health, metrics, model, predict, ui, v2
 from app.http.security import document_api_key
+from app.http.v2_errors import V2ErrorBodies
 from app.lifespan import QuietStartupFailure, lifespan
 from app.observability import Metrics
 from app.settings import Settings
@@ -19,7 +20,10 @@ from app.settings import Settings
 DESCRIPTION = """Classifies images with a CIFAR-10-style CNN loaded from a checkpoint.
 
 Upload with multipart/form-data. Every response carries `X-Request-ID`; errors are
-`{"detail": "..."}` saying what was wrong and what is accepted."""
+`{"detail": "..."}` saying what was wrong and what is accepted.
+
+The Open Inference Protocol (KServe V2) is served under `/v2` beside this API, with the same
+limits; its errors are `{"error": "..."}` (docs/open-inference-protocol.md)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,9 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (predict, health, model, metrics, ui):
         app.include_router(module.router)
+    app.include_router(v2.router)
     document_api_key(app)
     app.add_middleware(UploadGuardMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(V2ErrorBodies)  # outside the others: reshapes their errors on /v2
     app.add_middleware(QuietStartupFailure)  # outermost; only sees the lifespan
     return app
 

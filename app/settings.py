@@ -166,7 +166,8 @@ class Settings(BaseSettings):
     # Responses, security, logging.
     default_top_k: int = Field(3, ge=1, description="top_k when the query does not say")
     api_key: SecretStr | None = Field(
-        None, description="when set, /predict* need `Authorization: Bearer <key>` or X-API-Key"
+        None, description="when set, /predict* and /v2/models/…/infer need "
+                          "`Authorization: Bearer <key>` or X-API-Key"
     )
     ui: bool = Field(
         True, description="serve a page at / to try the model in a browser (it calls /predict "

@@ -16,7 +16,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.http.errors import BodyTimeoutError, PayloadTooLargeError, queue_full_response
-from app.http.security import UNAUTHORIZED_DETAIL, api_key_matches
+from app.http.security import UNAUTHORIZED_DETAIL, api_key_matches, needs_api_key
+from app.http.v2_errors import is_v2
 from app.inference.batching import QueueFullError
 from app.observability import Metrics
 
@@ -101,7 +102,8 @@ class RequestContextMiddleware:
 
 class UploadGuardMiddleware:
     """Refuses what must never reach the body parser:
-    - an unauthenticated /predict* request (401);
+    - an unauthenticated request to a route that runs the model (401; see
+      app.http.security.needs_api_key);
     - a prediction while the inference queue is full (503 with Retry-After). Under overload,
       reading and parsing uploads only to refuse them was most of the event loop's work,
       and it delayed everything else, /healthz included;
@@ -121,7 +123,8 @@ class UploadGuardMiddleware:
             return
         path = _route_path(scope)
         headers = Headers(scope=scope)
-        if settings.api_key is not None and path.startswith("/predict") and not api_key_matches(
+        predicts = needs_api_key(path)
+        if settings.api_key is not None and predicts and not api_key_matches(
             headers, settings.api_key.get_secret_value()
         ):
             response = JSONResponse(
@@ -130,7 +133,7 @@ class UploadGuardMiddleware:
             await response(scope, receive, send)
             return
         service = getattr(scope["app"].state, "service", None)
-        if (service is not None and path.startswith("/predict")
+        if (service is not None and predicts
                 and service.batcher.admitted >= service.batcher.capacity):
             # The body is left unread: uvicorn discards it and keeps the connection.
             full = queue_full_response(QueueFullError(service.batcher.capacity),
@@ -142,6 +145,10 @@ class UploadGuardMiddleware:
             limit = settings.max_batch_bytes
             detail = (f"the request is larger than the {limit:,}-byte limit for a whole "
                       "/predict/batch request; send fewer or smaller images")
+        elif is_v2(path):  # an inference request holds one or more images, like a batch
+            limit = settings.max_batch_bytes
+            detail = (f"the request is larger than the {limit:,}-byte limit for a whole "
+                      "inference request; send fewer or smaller images")
         else:
             limit = settings.max_upload_bytes + MULTIPART_SLACK
             detail = (f"the upload is larger than the {settings.max_upload_bytes:,}-byte limit "

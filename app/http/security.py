@@ -1,4 +1,5 @@
-"""The optional API key on /predict*: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+"""The optional API key on /predict* and the Open Inference Protocol's /v2/models/…/infer:
+`Authorization: Bearer <key>` or `X-API-Key: <key>`.
 
 The upload guard middleware checks it before the body is read; `document_api_key` puts the
 schemes into /docs.
@@ -24,6 +25,14 @@ _key_header = APIKeyHeader(
 )
 
 
+def needs_api_key(path: str) -> bool:
+    """The routes a configured key guards: those that run the model. Metadata and health
+    routes stay open."""
+    return path.startswith("/predict") or (
+        path.startswith("/v2/models/") and path.endswith("/infer")
+    )
+
+
 def api_key_matches(headers: Headers, expected: str) -> bool:
     """Constant-time comparison against either header."""
     if not expected:
@@ -40,7 +49,7 @@ def api_key_matches(headers: Headers, expected: str) -> bool:
 API_KEY_SCHEMES = {"HTTPBearer": _bearer, "APIKeyHeader": _key_header}
 
 
-def document_api_key(app: FastAPI, path_prefix: str = "/predict") -> None:
+def document_api_key(app: FastAPI) -> None:
     """Show the API key schemes in /openapi.json and /docs for the routes that need one.
 
     The check itself is UploadGuardMiddleware's, before the body is read. It used to be a
@@ -56,7 +65,7 @@ def document_api_key(app: FastAPI, path_prefix: str = "/predict") -> None:
             for name, scheme in API_KEY_SCHEMES.items():
                 schemes[name] = jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
             for path, operations in schema.get("paths", {}).items():
-                if path.startswith(path_prefix):
+                if needs_api_key(path):
                     for operation in operations.values():
                         operation["security"] = [{name: []} for name in API_KEY_SCHEMES]
         return app.openapi_schema
