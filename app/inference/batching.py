@@ -105,6 +105,11 @@ class MicroBatcher(Generic[T, R]):
         self._busy_since: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
+    def set_inline(self, inline: Callable[[T], bool] | None) -> None:
+        """Turn the idle fast path on (with this test of what is cheap) or off, from the next
+        request on (a model reload changes what one call costs)."""
+        self._inline = inline
+
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")

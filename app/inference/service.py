@@ -14,6 +14,11 @@ and model call itself, no thread hops (app/inference/batching.py says why that p
 whose one-image call, measured at startup on the costliest such image, takes at most
 `inline_when_idle_max_s` gets it; that bounds how long the loop can be held. Under load
 (two requests at once within the last second) everything goes through the micro-batcher.
+
+Model reload (`swap`, app/reload.py): the predictor is read once per batch, so a batch that
+started on the old model finishes on it and the next one runs on the new one. Read
+`service.predictor` when a request needs it, never keep it longer; `classify_with_models`
+says which model computed each row.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -41,6 +47,11 @@ class InferenceTimeoutError(Exception):
     def __init__(self, timeout_s: float) -> None:
         super().__init__(f"no result within the {timeout_s:g} s request timeout")
         self.timeout_s = timeout_s
+
+
+class Scored(NamedTuple):
+    probabilities: list[float]
+    predictor: Predictor  # the model that computed them (a reload may swap it at any time)
 
 
 @dataclass(frozen=True)
@@ -67,14 +78,13 @@ class InferenceService:
         """`one_image_s`: what one INLINE_MAX_SIDE² upload costs this predictor
         (`Predictor.time_one_image`); the idle fast path is on when it is within
         `limits.inline_when_idle_max_s`, off when unmeasured."""
-        self.predictor = predictor
+        self._predictor = predictor
         self.limits = limits
-        self.inline_when_idle = (one_image_s is not None
-                                 and one_image_s <= limits.inline_when_idle_max_s)
+        self.inline_when_idle = self._fast_enough(one_image_s)
         self._decode_pool = ThreadPoolExecutor(limits.decode_threads, "decode")
         self._model_pool = ThreadPoolExecutor(1, "inference")
-        self.batcher: MicroBatcher[bytes | torch.Tensor, list[float]] = MicroBatcher(
-            predictor.predict_payloads,
+        self.batcher: MicroBatcher[bytes | torch.Tensor, Scored] = MicroBatcher(
+            self._predict,
             executor=self._model_pool,
             max_batch_size=limits.max_batch_size,
             max_wait_s=limits.max_batch_wait_s,
@@ -83,6 +93,29 @@ class InferenceService:
             on_depth=on_depth,
             inline=self._cheap if self.inline_when_idle else None,
         )
+
+    @property
+    def predictor(self) -> Predictor:
+        """The model serving now; `swap` replaces it."""
+        return self._predictor
+
+    def swap(self, predictor: Predictor, one_image_s: float | None) -> Predictor:
+        """Serve `predictor` from the next batch on; returns the one it replaces. Batches
+        already in the model finish on the old one. Call it on the event loop, with the new
+        predictor loaded and warmed up (`one_image_s` as for __init__, for the new model)."""
+        old, self._predictor = self._predictor, predictor
+        self.inline_when_idle = self._fast_enough(one_image_s)
+        self.batcher.set_inline(self._cheap if self.inline_when_idle else None)
+        return old
+
+    def _fast_enough(self, one_image_s: float | None) -> bool:
+        return one_image_s is not None and one_image_s <= self.limits.inline_when_idle_max_s
+
+    def _predict(self, payloads: list[bytes | torch.Tensor]) -> list[Scored | ImageError]:
+        """The micro-batch function: the whole batch on the predictor of the moment."""
+        predictor = self._predictor  # read once: a swap during the batch does not split it
+        return [row if isinstance(row, ImageError) else Scored(row, predictor)
+                for row in predictor.predict_payloads(payloads)]
 
     def start(self) -> None:
         self.batcher.start()
@@ -111,6 +144,13 @@ class InferenceService:
         (prefixed with the image's label when given) for the first bad image,
         InferenceTimeoutError past the request timeout, BatchFailedError if the model failed.
         """
+        return [s.probabilities for s in await self.classify_with_models(images, labels)]
+
+    async def classify_with_models(
+        self, images: Sequence[bytes | torch.Tensor], labels: Sequence[str] | None = None
+    ) -> list[Scored]:
+        """Like `classify`, each row with the predictor that computed it: across a reload,
+        the images of one request may even go through different models."""
         with self.batcher.admit(len(images)):
             try:
                 async with asyncio.timeout(self.limits.request_timeout_s):

@@ -25,7 +25,7 @@ from app.http.multipart import Part, TooManyPartsError, boundary_of, parse
 from app.http.routes.direct import DirectRoute
 from app.http.schemas import BatchPrediction, ErrorBody, Prediction
 from app.inference.predictor import Predictor
-from app.inference.service import InferenceService
+from app.inference.service import InferenceService, Scored
 from app.observability import Metrics
 from app.settings import Settings
 from models.images import ACCEPTED
@@ -121,8 +121,10 @@ def _data(part: Part, limit: int, label: str) -> bytes:
     return part.data
 
 
-def _shape(row: list[float], predictor: Predictor, k: int, metrics: Metrics) -> dict[str, Any]:
-    """One probability row → the `Prediction` object, as a plain dict (see _json)."""
+def _shape(scored: Scored, k: int, metrics: Metrics) -> dict[str, Any]:
+    """One probability row → the `Prediction` object, as a plain dict (see _json). Named after
+    the model that computed it, which across a reload may not be the one serving now."""
+    row, predictor = scored
     classes = predictor.classes
     order = sorted(range(len(row)), key=row.__getitem__, reverse=True)
     best = order[0]
@@ -147,8 +149,9 @@ def _json(content: dict[str, Any]) -> Response:
 async def _classify(
     request: Request, service: InferenceService, images: Sequence[bytes],
     labels: list[str] | None,
-) -> list[list[float]]:
-    return await unless_disconnected(request.receive, service.classify(images, labels))
+) -> list[Scored]:
+    return await unless_disconnected(request.receive,
+                                     service.classify_with_models(images, labels))
 
 
 @router.post(
@@ -162,8 +165,8 @@ async def predict(request: Request) -> Response:
     k = _top_k(request, settings, service.predictor)
     *_, part = await _uploads(request, "file", 1 + EXTRA_PARTS)  # the last, as FastAPI did
     data = _data(part, settings.max_upload_bytes, "the file")
-    [row] = await _classify(request, service, [data], None)
-    return _json(_shape(row, service.predictor, k, metrics))
+    [scored] = await _classify(request, service, [data], None)
+    return _json(_shape(scored, k, metrics))
 
 
 @router.post(
@@ -189,4 +192,4 @@ async def predict_batch(request: Request) -> Response:
     limit = settings.max_upload_bytes
     data = [_data(f, limit, label) for f, label in zip(files, labels, strict=True)]
     rows = await _classify(request, service, data, labels)
-    return _json({"predictions": [_shape(row, service.predictor, k, metrics) for row in rows]})
+    return _json({"predictions": [_shape(scored, k, metrics) for scored in rows]})
