@@ -1,4 +1,5 @@
-"""Startup and shutdown: settings, model load, warm-up, the inference worker.
+"""Startup and shutdown: settings, model load, warm-up, the inference worker, and the
+SIGHUP handler that reloads the model (app/reload.py).
 
 Startup fails (and uvicorn exits non-zero) on bad settings or an unusable checkpoint, after
 one log line that names the variable or the file and the reason. Nothing is ever served from
@@ -17,10 +18,10 @@ import torch
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.inference.predictor import Predictor
 from app.inference.service import INLINE_MAX_SIDE, InferenceService, ServiceLimits
 from app.inference.watchdog import Watchdog
 from app.observability import Metrics, configure_logging
+from app.reload import ModelReloader, load_model
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
 from models.checkpoint import CheckpointError
 
@@ -69,20 +70,17 @@ def _resolve_settings(app: FastAPI) -> Settings:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = _resolve_settings(app)
     torch.set_num_threads(settings.torch_threads)
+    metrics: Metrics = app.state.metrics
+    reloader = ModelReloader(settings, metrics)
+    # Before the checkpoint is read: a SIGHUP from now on reloads once the service is up, and
+    # one sent earlier (ignored until now by app/server/serving.py) finds the new file here.
+    reloader.listen()
     try:
-        predictor = await asyncio.to_thread(
-            Predictor.from_checkpoint,
-            settings.model_path, device=settings.device, max_pixels=settings.max_pixels,
-            channels_last=settings.channels_last, libspng=settings.libspng,
-            tta=settings.tta, fold_bn=settings.fold_batchnorm,
-        )
+        predictor, one_image_s = await asyncio.to_thread(load_model, settings)
     except CheckpointError as exc:
+        await reloader.close()
         _fail(app, str(exc))
 
-    one_image_s = None
-    if settings.inline_when_idle_max_ms > 0:
-        one_image_s = await asyncio.to_thread(predictor.time_one_image, INLINE_MAX_SIDE)
-    metrics: Metrics = app.state.metrics
     service = InferenceService(predictor, _limits(settings), on_batch=metrics.observe_batch,
                                on_depth=metrics.set_queue_depth, one_image_s=one_image_s)
     if one_image_s is not None:
@@ -96,6 +94,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.set_model({**predictor.describe(), "device": str(predictor.device)})
     app.state.settings = settings
     app.state.service = service
+    app.state.reloader = reloader
+    reloader.serve(service)
     watchdog = None
     if settings.exit_on_worker_failure:
         # Grace: what the server's own graceful shutdown may take, plus the lifespan's.
@@ -113,9 +113,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         predictor.sha256[:12], predictor.device,
         extra={"model_path": str(settings.model_path), "classes": len(predictor.classes)},
     )
+    del predictor  # the service's own: after a reload, nothing else may keep the old one alive
     try:
         yield
     finally:
+        await reloader.close()
         app.state.service = None
         if settings.gc_freeze:
             gc.unfreeze()  # several apps may start and stop in one process (tests)

@@ -63,6 +63,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._prediction_children: dict[str, Counter] = {}
+        self._model_labels: dict[str, str] | None = None
         r = self.registry
         self.requests = Counter(
             "cnn_serve_http_requests", "HTTP requests answered, by route template and status",
@@ -87,11 +88,19 @@ class Metrics:
             "cnn_serve_predictions", "Predicted classes (the top-1 of each image)", ["class"],
             registry=r,
         )
-        # What an Info metric shows, as a gauge: Info has no multi-process form.
+        # What an Info metric shows, as a gauge: Info has no multi-process form. 1 while some
+        # live worker serves that checkpoint, 0 once all have reloaded another (remove() has no
+        # multi-process form either); a dead worker's value is dropped ("live").
         self.model = Gauge(
-            "cnn_serve_model_info", "The checkpoint being served (always 1)",
-            ["name", "arch", "sha256", "device"], registry=r, multiprocess_mode="max",
+            "cnn_serve_model_info", "The checkpoint being served (1; 0 after a reload)",
+            ["name", "arch", "sha256", "device"], registry=r, multiprocess_mode="livemax",
         )
+        self.reloads = Counter(
+            "cnn_serve_model_reloads", "Model reloads (SIGHUP), one per worker process",
+            ["result"], registry=r,
+        )
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)  # both series exist from the start, at 0
 
     def observe_request(self, route: str, method: str, status: str, seconds: float) -> None:
         # labels() validates and locks on every call; the label sets are small and bounded
@@ -118,7 +127,14 @@ class Metrics:
         self.queue_depth.set(depth)
 
     def set_model(self, labels: dict[str, str]) -> None:
+        """The checkpoint served from now on; the one before it (a reload) goes to 0."""
+        if self._model_labels is not None and self._model_labels != labels:
+            self.model.labels(**self._model_labels).set(0)
         self.model.labels(**labels).set(1)
+        self._model_labels = labels
+
+    def count_reload(self, ok: bool) -> None:
+        self.reloads.labels("ok" if ok else "failed").inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text of this app, or of all worker processes together."""

@@ -9,6 +9,9 @@
   raises again the signal it caught, which killed the process by that signal: status 143
   under Docker or systemd, both of which count it as a failure. Here the signal is raised into
   a handler that does nothing, and the process exits 0.
+- SIGHUP reloads the model (app/reload.py, installed by the lifespan). Until then it is
+  ignored, not fatal: a worker still starting reads the new file anyway. (Plain `uvicorn`
+  still dies of a SIGHUP sent before its lifespan starts.)
 """
 
 from __future__ import annotations
@@ -54,5 +57,7 @@ def serve(
     server = uvicorn.Server(uv_config) if channel is None else DealtServer(uv_config, channel)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _already_handled)  # uvicorn puts this back before it re-raises
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the lifespan handles it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked by a supervisor
     server.run(sockets=sockets)
     return 0 if server.started else STARTUP_FAILURE

@@ -13,6 +13,8 @@ The supervisor stays small:
 - it starts the workers and passes SIGTERM/SIGINT on to them; once they have all exited it
   exits 0 (1 if one had to be killed, or exited with an error while stopping). A worker still
   running `stop_timeout_s` after the signal is killed, so shutdown is bounded.
+- it passes SIGHUP on to every worker, each of which reloads the model (app/reload.py), and
+  goes on itself.
 - a worker that exits while the service is running (killed, out of memory, or ended by its
   watchdog because its inference worker died or hung) is replaced by a fresh process. The
   others keep serving meanwhile: new connections go only to workers that are ready.
@@ -105,6 +107,7 @@ class Supervisor:
         self.restarts: deque[float] = deque()
         self.stop_deadline: float | None = None
         self.failed: int | None = None
+        self._hup = False  # a SIGHUP to pass on
         # stop() runs as a signal handler, between any two lines of the loop: all it may do is
         # note the deadline, signal the workers and wake the loop through this pair, which
         # then stops the dealer (closing its socket there could pull it out from under wait()).
@@ -121,7 +124,14 @@ class Supervisor:
             target=_serve, args=(self.host, self.port, self.options, os.getpid(), theirs),
             name=f"worker-{slot}",
         )
-        proc.start()
+        # The worker starts with SIGHUP blocked (the mask survives fork and exec) until
+        # serve() ignores it: passed on before that, it would kill the worker. Here, one
+        # arriving meanwhile waits the few milliseconds of start().
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.slots[slot] = proc
         if self.dealer is not None and ours is not None and theirs is not None:
             theirs.close()  # the worker has it now
@@ -136,6 +146,23 @@ class Supervisor:
         for proc in self.slots:
             if proc is not None and proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
+
+    def reload(self, signum: int = signal.SIGHUP, frame: FrameType | None = None) -> None:
+        """SIGHUP's handler: the loop passes it on to the workers (like `stop`, all a handler
+        does is note it and wake the loop)."""
+        self._hup = True
+        with contextlib.suppress(BlockingIOError):
+            self._wake_w.send(b"\0")
+
+    def _pass_on_hup(self) -> None:
+        self._hup = False
+        if self.stop_deadline is not None:
+            return
+        pids = [p.pid for p in self.slots if p is not None and p.is_alive() and p.pid is not None]
+        logger.info("SIGHUP: passed on to %d workers, to reload the model", len(pids))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # it has just exited
+                os.kill(pid, signal.SIGHUP)
 
     def _fail(self, status: int, why: str, *args: object) -> None:
         logger.error(why + "; stopping the others", *args)
@@ -176,6 +203,7 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
+        signal.signal(signal.SIGHUP, self.reload)
         for slot in range(len(self.slots)):
             self.start(slot)
         try:
@@ -204,6 +232,8 @@ class Supervisor:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(64)
                 ready.remove(self._wake_r)
+            if self._hup:
+                self._pass_on_hup()
             for sentinel in ready:
                 if sentinel in running:
                     self._exited(*running[sentinel])
