@@ -25,10 +25,14 @@ random-weights checkpoint (or --checkpoint), does its worst to it, and prints wh
   worker-failure  a worker process killed with SIGKILL, and a model call hung (injected
                   with tests/app/faults): how long until a fresh worker serves, what requests
                   got meanwhile.
+  rollout         --rollout-connections connections of /predict while the file at MODEL_PATH
+                  is swapped --rollouts times between two checkpoints (os.replace + SIGHUP),
+                  each swap awaited on every worker: statuses, errors, which model answered.
 
     python bench/soak.py                                  # everything, ~6 minutes
     python bench/soak.py --scenarios stops --stops 40
     python bench/soak.py --scenarios sustained --duration 60
+    python bench/soak.py --scenarios rollout --rollouts 10
     python bench/soak.py --scenarios fuzz-decode --fuzz-cases 100000 --atheris-seconds 120
 
 Needs wrk (Debian: apt-get install wrk). Run it on an otherwise idle machine; the load average
@@ -80,13 +84,14 @@ from bench.soak_harness import (  # noqa: E402
     worker_pids,
     wrk,
 )
+from bench.soak_rollout import rollout  # noqa: E402
 
 # A connection refused, or reset: the listening socket closed in the middle of its handshake
 # (on loopback the whole handshake runs inside connect()). Either way the server said no.
 REFUSED = (ConnectionRefusedError, ConnectionResetError)
 STOP_REQUESTS = 20  # stops: predictions per server before its SIGTERM
 SCENARIOS = ("sustained", "overload", "shutdown", "stops", "slow-clients", "fuzz-decode",
-             "fuzz-http", "worker-failure")
+             "fuzz-http", "worker-failure", "rollout")
 __all__ = ["FAULTS", "MIXED_LUA", "SCENARIOS", "Context", "get_args_parser", "main",
            "make_images", "mix", "summary"]
 
@@ -489,7 +494,7 @@ def _corner_png(rgb: tuple[int, int, int]) -> bytes:
 RUNNERS: dict[str, Callable[[Context], None]] = {
     "sustained": sustained, "overload": overload, "shutdown": shutdown, "stops": stops,
     "slow-clients": slow_clients, "fuzz-decode": fuzz_decode, "fuzz-http": fuzz_http,
-    "worker-failure": worker_failure,
+    "worker-failure": worker_failure, "rollout": rollout,
 }
 
 
@@ -497,7 +502,7 @@ RUNNERS: dict[str, Callable[[Context], None]] = {
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Reliability soak of the service: sustained load, overload, shutdown, slow "
-                    "clients, fuzzed uploads, worker failure. Prints the figures.",
+                    "clients, fuzzed uploads, worker failure, model rollout. Prints the figures.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
@@ -533,6 +538,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="fuzz-decode: seconds a file may take before it counts as a hang")
     parser.add_argument("--atheris-seconds", type=int, default=0,
                         help="fuzz-decode: also run atheris this long (0: no)")
+    parser.add_argument("--rollouts", type=int, default=10,
+                        help="rollout: model swaps (os.replace + SIGHUP)")
+    parser.add_argument("--rollout-connections", type=int, default=32,
+                        help="rollout: keep-alive connections posting /predict")
+    parser.add_argument("--rollout-dwell", type=float, default=1.0,
+                        help="rollout: seconds of load on each model, once all workers serve it")
+    parser.add_argument("--rollout-workers", type=int, default=2,
+                        help="rollout: CNN_SERVE_WORKERS")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="checkpoint to serve; None: random weights in a temporary folder")
     parser.add_argument("--wrk", default="wrk", help="the wrk executable")

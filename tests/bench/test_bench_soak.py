@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench import fuzz_images, soak
+from bench import fuzz_images, soak, soak_rollout
+from bench.serve import make_checkpoint
+from models.checkpoint import read_checkpoint
 
 
 def test_help_lists_the_scenarios_and_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,3 +89,27 @@ def test_png_crcs_are_recomputed_after_a_mutation() -> None:
 def test_decode_outcome_names_the_image_error() -> None:
     assert fuzz_images.decode_outcome(b"") == "EmptyImageError"
     assert fuzz_images.decode_outcome(b"not an image") == "UnsupportedImageError"
+
+
+def test_the_rollout_swaps_between_two_checkpoints_of_one_model(tmp_path: Path) -> None:
+    first = make_checkpoint(tmp_path / "a.pt")
+    second = soak_rollout.variant(first, tmp_path / "b.pt")
+    (state_a, meta_a, sha_a), (state_b, meta_b, sha_b) = map(read_checkpoint, (first, second))
+    assert sha_a != sha_b
+    assert (meta_a.arch, meta_a.input_size, meta_a.classes) == \
+        (meta_b.arch, meta_b.input_size, meta_b.classes)
+    assert state_a.keys() == state_b.keys()
+    assert any(not state_a[k].equal(state_b[k]) for k in state_a)
+
+
+def test_the_rollout_reads_reloads_and_served_models_from_the_metrics() -> None:
+    samples = {
+        ("cnn_serve_model_reloads_total", (("result", "ok"),)): 4.0,
+        ("cnn_serve_model_info", (("arch", "a"), ("device", "cpu"), ("name", "m"),
+                                  ("sha256", "aaa"))): 0.0,
+        ("cnn_serve_model_info", (("arch", "a"), ("device", "cpu"), ("name", "m"),
+                                  ("sha256", "bbb"))): 1.0,
+    }
+    assert soak_rollout.reload_count(samples, "ok") == 4.0
+    assert soak_rollout.reload_count(samples, "failed") == 0.0
+    assert soak_rollout.served_models(samples) == {"bbb"}
