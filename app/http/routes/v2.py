@@ -163,9 +163,22 @@ async def infer(request: Request) -> Response:
         status = 413 if isinstance(exc, v2_model.TooLargeError) else 400
         return v2_error(status, str(exc))
     try:
-        rows = await unless_disconnected(request.receive, service.classify(items, labels))
+        scored = await unless_disconnected(request.receive,
+                                           service.classify_with_models(items, labels))
     except ImageError as exc:
         return _image_error(exc)
+    # Name the model that computed the rows: a reload (app/reload.py) may have swapped it.
+    used = {id(s.predictor): s.predictor for s in scored}
+    if len(used) > 1:  # one response names one version
+        return v2_error(503, "the model was reloaded while this request ran and its images "
+                             "went through both versions; send it again",
+                        {"Retry-After": str(settings.retry_after_s)})
+    [predictor] = used.values()
+    try:
+        v2_model.check_model(predictor, params["name"], params.get("version"))
+    except v2_model.ModelNotFoundError as exc:
+        return v2_error(404, str(exc))
+    rows = [s.probabilities for s in scored]
     best = v2_model.best_classes(rows, predictor.classes)
     metrics = metrics_of(request)
     for name in best:

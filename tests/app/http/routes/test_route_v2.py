@@ -4,6 +4,8 @@ error matrix with `{"error": ...}` bodies, the API key and the service's limits.
 from __future__ import annotations
 
 import base64
+import os
+import shutil
 import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from app_support import (
     encode,
     png,
     png_header_only,
+    save_random_checkpoint,
     settings_for,
     wait_until,
 )
@@ -287,6 +290,59 @@ def test_inference_is_counted_in_the_metrics_under_its_route(client: TestClient)
     assert sum(v for (name, _), v in samples.items()
                if name == "cnn_serve_predictions_total") == 2
     assert samples[("cnn_serve_batch_size_sum", ())] == 2
+
+
+# --- across a model reload (app/reload.py) -----------------------------------------------------
+
+@pytest.fixture
+def served(tmp_path: Path, checkpoint: Path) -> Path:
+    """MODEL_PATH, holding the session's random checkpoint to begin with."""
+    path = tmp_path / "served" / "random_cnn.pt"
+    path.parent.mkdir()
+    shutil.copy(checkpoint, path)
+    return path
+
+
+def reload_with(client: TestClient, served: Path, seed: int) -> str:
+    """Another checkpoint at MODEL_PATH, reloaded as SIGHUP would; its sha256."""
+    staged = save_random_checkpoint(served.with_suffix(".staged"), seed=seed)
+    os.replace(staged, served)
+    assert client.portal.call(client.app.state.reloader.reload) is True
+    return client.app.state.service.predictor.sha256
+
+
+def test_after_a_reload_the_routes_name_the_new_version_and_refuse_the_old(
+    make_client: Callable[..., TestClient], served: Path,
+) -> None:
+    client = make_client(served)
+    old = client.app.state.service.predictor.sha256[:12]
+    new = reload_with(client, served, seed=1)[:12]
+    assert client.get("/v2/models/random_cnn").json()["versions"] == [new]
+    assert infer_json(client, [image_input(png())]).json()["model_version"] == new
+    gone = infer_json(client, [image_input(png())],
+                      path=f"/v2/models/random_cnn/versions/{old}/infer")
+    assert gone.status_code == 404 and new in gone.json()["error"]
+
+
+def test_a_request_split_across_a_reload_is_503_to_send_again(
+    make_client: Callable[..., TestClient], served: Path,
+) -> None:
+    client = make_client(served, max_batch_size=1, retry_after_s=2)
+    service = client.app.state.service
+    gate = ModelGate(service.predictor.model)
+    gate.close()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            split = pool.submit(infer_json, client, [image_input(png(), png())])
+            wait_until(gate.entered.is_set, what="the first image to reach the model")
+            reload_with(client, served, seed=1)  # the second image runs on the new model
+            gate.open()
+            response = split.result()
+    finally:
+        gate.remove()
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+    assert "reloaded while this request ran" in response.json()["error"]
+    assert infer_json(client, [image_input(png(), png())]).status_code == 200
 
 
 # --- errors ------------------------------------------------------------------------------------
