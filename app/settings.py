@@ -154,6 +154,11 @@ class Settings(BaseSettings):
                           "mirror's logits, 2× the compute); default: the checkpoint's own, "
                           "the one its temperature was fitted with",
     )
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="the network's arithmetic: fp32; bf16 (autocast); or auto, bf16 "
+                            "where the hardware has it natively (CPUs with AVX512-BF16 or AMX, "
+                            "CUDA GPUs), else fp32. bf16 moves probabilities by ~0.01",
+    )
     fold_batchnorm: bool = Field(
         True, description="fold BatchNorm layers into the convolutions before them at load "
                           "time (same outputs, one op per layer instead of two)",

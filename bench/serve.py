@@ -97,14 +97,17 @@ def make_images(folder: Path, jpeg_size: tuple[int, int] = (4000, 3000)) -> dict
     return {"png32": png32, "photo": PHOTO, "jpeg": jpeg}
 
 
-def make_checkpoint(path: Path) -> Path:
+def make_checkpoint(path: Path, arch: str = "tutorial_cnn") -> Path:
+    """Random weights of `arch`, with the test-time augmentation its recipe ships with."""
     import torch
 
     from models.architectures import build_model
     from models.checkpoint import save_checkpoint, tutorial_meta
+    from training.run import RECIPES
 
     torch.manual_seed(0)
     meta = tutorial_meta()
+    meta.arch, meta.tta = arch, RECIPES[arch].tta
     meta.data = {"dataset": "random weights for bench/serve.py"}
     save_checkpoint(path, build_model(meta.arch, len(meta.classes)), meta)
     return path
@@ -375,6 +378,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="checkpoint both servers load; None: random weights written to "
                              "a temporary folder")
+    parser.add_argument("--arch", default="tutorial_cnn", choices=("tutorial_cnn", "resnet9"),
+                        help="architecture of the random-weights checkpoint (without "
+                        "--checkpoint); resnet9 is served with its recipe's flip TTA")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for our service, e.g. CNN_SERVE_WORKERS=1; "
                              "repeat for several")
@@ -404,7 +410,8 @@ def main(args: argparse.Namespace) -> int:
         if args.keep_logs:
             tmp = Path(tempfile.mkdtemp(prefix="bench-serve-logs-"))
         images = make_images(tmp)
-        checkpoint = args.checkpoint or make_checkpoint(tmp / "random_tutorial_cnn.pt")
+        checkpoint = args.checkpoint or make_checkpoint(tmp / f"random_{args.arch}.pt",
+                                                        args.arch)
         if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
             print("warning: the machine is busy (load average above half the CPUs); "
                   "the numbers will be noisy", file=sys.stderr)

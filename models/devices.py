@@ -52,3 +52,24 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+def cpu_has_fast_bf16() -> bool:
+    """bf16 only pays off on CPUs with native bf16 dot products (AVX512-BF16 or AMX).
+
+    Elsewhere (plain AVX2, for one) PyTorch emulates it and a step runs ~10× slower than fp32.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def inference_precision(device: torch.device, requested: str) -> str:
+    """`auto` → bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU
+    with AVX512-BF16 or AMX), else fp32; `fp32` and `bf16` as asked."""
+    if requested not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown precision {requested!r}; choose one of: auto, fp32, bf16")
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"

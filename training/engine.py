@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from models.devices import cpu_has_fast_bf16
 from models.inference import tta_logits
 from models.preprocess import normalize
 from training.augment import random_crop_flip
@@ -24,15 +25,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; nothing is saved from such a run."""
-
-
-def cpu_has_fast_bf16() -> bool:
-    """bf16 only pays off on CPUs with native bf16 dot products (AVX512-BF16 or AMX).
-
-    Elsewhere (plain AVX2, for one) PyTorch emulates it and a step runs ~10× slower than fp32.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def choose_precision(device: torch.device, requested: str) -> str:

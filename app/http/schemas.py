@@ -97,6 +97,7 @@ class ModelInfo(BaseModel):
     created_at: str
     sha256: str = Field(description="of the whole checkpoint file")
     device: str
+    precision: str = Field("fp32", description="the network's arithmetic: fp32 or bf16")
 
 
 class ErrorBody(BaseModel):

@@ -7,6 +7,7 @@ on the way. All are plain blocking functions.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import time
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from models.devices import inference_precision
 from models.images import ImageError
 from models.inference import check_tta, tta_logits
 from models.preprocess import decode_to_uint8, normalize
@@ -27,7 +29,7 @@ SHA_PREFIX = 12  # hex digits of the checkpoint's sha256 shown with every predic
 class Predictor:
     def __init__(
         self, loaded: LoadedModel, *, max_pixels: int, channels_last: bool = True,
-        libspng: bool = True, tta: str | None = None,
+        libspng: bool = True, tta: str | None = None, precision: str = "fp32",
     ) -> None:
         # Channels-last (NHWC) lets oneDNN's convolutions and the max-pooling run vectorised
         # without reordering: the tutorial CNN's forward pass took 1.6-2× less CPU per image
@@ -42,6 +44,9 @@ class Predictor:
         # The checkpoint's test-time augmentation unless overridden; its temperature was
         # fitted with the checkpoint's own.
         self.tta = check_tta(tta or loaded.meta.tta)
+        # bf16 only where the hardware has it (auto): the ResNet-9 ran 1.5× faster per image
+        # at batch 32 in bf16 on an AVX512-BF16 core; emulated elsewhere, it would be slower.
+        self.precision = inference_precision(self.device, precision)
         self.classes: tuple[str, ...] = tuple(loaded.meta.classes)
         self.max_pixels = max_pixels
         self.libspng = libspng
@@ -53,12 +58,12 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | Path, *, device: str = "cpu", max_pixels: int,
         channels_last: bool = True, libspng: bool = True, tta: str | None = None,
-        fold_bn: bool = True,
+        fold_bn: bool = True, precision: str = "fp32",
     ) -> Predictor:
         """Load and warm up; raises CheckpointError naming the file and the reason."""
         predictor = cls(
             load_checkpoint(path, device=device, fold_bn=fold_bn), max_pixels=max_pixels,
-            channels_last=channels_last, libspng=libspng, tta=tta,
+            channels_last=channels_last, libspng=libspng, tta=tta, precision=precision,
         )
         predictor.warm_up()
         return predictor
@@ -81,7 +86,9 @@ class Predictor:
         else:
             batch = torch.stack(list(images))
         batch = batch.to(self.device, non_blocking=True)
-        with torch.inference_mode():
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                    if self.precision == "bf16" else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
             logits = tta_logits(self.model, normalize(batch, self.meta.mean, self.meta.std),
                                 self.tta)
             probs = torch.softmax(logits.float() / self.meta.temperature, dim=1)

@@ -18,5 +18,6 @@ async def model_info(service: ServiceDep) -> ModelInfo:
         sha256=predictor.sha256,
         device=str(predictor.device),
         # Names only: checkpoints from before training stored names show no paths either.
+        precision=predictor.precision,
         **{**predictor.meta.public_dict(), "tta": predictor.tta},
     )

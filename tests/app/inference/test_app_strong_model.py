@@ -81,3 +81,17 @@ def test_model_shows_no_path_from_an_older_checkpoint(make_client, tmp_path: Pat
     assert body["data"]["source"] == "train"
     assert body["training"] == {"data_dir": "cifar10", "output": "m.pt", "logdir": "runs"}
     assert "/root" not in str(body) and "/tmp" not in str(body)
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_precision_auto_is_bf16_only_where_the_cpu_has_it(
+    make_client, resnet_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, fast_bf16: bool
+) -> None:
+    monkeypatch.setattr("models.devices.cpu_has_fast_bf16", lambda: fast_bf16)
+    client: TestClient = make_client(resnet_checkpoint, precision="auto")
+    assert client.get("/model").json()["precision"] == ("bf16" if fast_bf16 else "fp32")
+    data = png((32, 32), (200, 90, 10))
+    body = client.post("/predict", files={"file": ("x.png", data, "image/png")}).json()
+    # bf16 moves each probability a little, never far from the fp32 answer.
+    assert list(body["probabilities"].values()) == pytest.approx(
+        expected(resnet_checkpoint, data, "flip"), abs=0.03 if fast_bf16 else 2e-5)

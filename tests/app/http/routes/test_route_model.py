@@ -31,4 +31,5 @@ def test_model_returns_the_checkpoint_metadata(client: TestClient, checkpoint: P
         "created_at": "2025-01-02T03:04:05+00:00",
         "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
         "device": "cpu",
+        "precision": "fp32",
     }
