@@ -1,21 +1,29 @@
-# cnn-serve: the FastAPI service with the shipped checkpoint; docker-compose.yml also runs the
-# trainer from this image.
+# cnn-serve: the FastAPI service with the shipped checkpoint (the default target), and the trainer
+# (`--target train`: the same plus the train extra: TensorBoard, matplotlib, tqdm).
 #
 #   docker build -t cnn-serve .                                   # CPU-only torch (small)
 #   docker build --build-arg TORCH_INDEX_URL= -t cnn-serve:gpu .   # pip's default index (CUDA wheels on Linux)
+#   docker build --target train -t cnn-serve:train .              # the trainer: python -m training.run
 #
-# Layers, from the one that changes least: torch, the other runtime dependencies (both read from
-# pyproject.toml, and rebuilt only when their lines there change), then the project as a wheel.
+# Layers, from the one that changes least: torch, the other runtime dependencies, (train only:)
+# the train extra — all read from pyproject.toml, and rebuilt only when their lines there
+# change — then the project as a wheel.
+#
+# Docker's legacy builder (DOCKER_BUILDKIT=0) builds every stage up to the target, so there the
+# serving image's build also installs the train stage's packages; the image does not hold them.
 
-# --- requirements: split pyproject.toml's dependencies into torch* and the rest --------------
+# --- requirements: pyproject.toml's dependencies as torch*, the rest, and the train extra -----
 FROM python:3.11-slim AS requirements
 WORKDIR /req
 COPY pyproject.toml .
 RUN python -c "import re, tomllib; \
-deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-is_torch = lambda d: re.match(r'[A-Za-z0-9._-]+', d).group().lower() in ('torch', 'torchvision'); \
+project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+name = lambda d: re.match(r'[A-Za-z0-9._-]+', d).group().lower().replace('_', '-'); \
+deps, train = project['dependencies'], project['optional-dependencies']['train']; \
+is_torch = lambda d: name(d) in ('torch', 'torchvision'); \
 open('torch.txt', 'w').write(''.join(d + '\n' for d in deps if is_torch(d))); \
-open('runtime.txt', 'w').write(''.join(d + '\n' for d in deps if not is_torch(d)))"
+open('runtime.txt', 'w').write(''.join(d + '\n' for d in deps if not is_torch(d))); \
+open('train.txt', 'w').write(''.join(d + '\n' for d in train if name(d) != project['name']))"
 
 # --- wheel: the project itself (app, models with the checkpoint, training) ---------------------
 FROM python:3.11-slim AS wheel
@@ -28,8 +36,8 @@ COPY models/ models/
 COPY training/ training/
 RUN pip wheel --no-deps --wheel-dir /dist .
 
-# --- runtime -----------------------------------------------------------------------------------
-FROM python:3.11-slim
+# --- deps: Python, the user, and the dependencies both targets share ------------------------
+FROM python:3.11-slim AS deps
 
 LABEL org.opencontainers.image.title="cnn-serve" \
       org.opencontainers.image.description="CIFAR-10-style CNN image classifier over HTTP"
@@ -57,7 +65,34 @@ RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -r /tmp/req/t
 COPY --from=requirements /req/runtime.txt /tmp/req/
 RUN pip install -r /tmp/req/runtime.txt
 
-# The project without its dev extra; its dependencies are all installed above (pip check says so).
+WORKDIR /workspace
+
+# --- train: `docker build --target train`; docker-compose.yml's train and train-gpu -----------
+FROM deps AS train
+
+LABEL org.opencontainers.image.description="Trainer for the cnn-serve CIFAR-10-style CNN"
+
+COPY --from=requirements /req/train.txt /tmp/req/
+RUN pip install -r /tmp/req/train.txt
+
+# The project with its train extra; pip check says every dependency is installed above.
+COPY --from=wheel /dist/ /tmp/dist/
+RUN pip install --no-deps /tmp/dist/*.whl \
+ && pip check \
+ && rm -rf /tmp/dist /tmp/req
+
+USER 10001:10001
+
+# Flags go to the trainer: `docker run --rm cnn-serve:train --epochs 5 ...`. Without any, its
+# help, rather than hours of training into a container's throw-away filesystem.
+ENTRYPOINT ["python", "-m", "training.run"]
+CMD ["--help"]
+
+# --- serve: the default target (the last stage) ------------------------------------------------
+FROM deps AS serve
+
+# The project without its train and dev extras; pip check says its dependencies are all
+# installed above. `python -m training.run` here says to install the train extra.
 COPY --from=wheel /dist/ /tmp/dist/
 RUN pip install --no-deps /tmp/dist/*.whl \
  && pip check \
@@ -65,7 +100,6 @@ RUN pip install --no-deps /tmp/dist/*.whl \
 
 # Numeric, so that runAsNonRoot-style checks can verify it without /etc/passwd.
 USER 10001:10001
-WORKDIR /workspace
 
 # `python -m app` is uvicorn (app.main:app) configured by the service's own settings: the bind
 # address and port below; worker processes from CNN_SERVE_WORKERS (unset: the service's default);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Container smoke test on a real Docker engine: validate the compose file, build, `up`, wait for
-# the healthcheck, classify examples/cat.png, check a bad upload gets a JSON 4xx, then `down`
-# while 16 connections keep posting: requests already sent get 200 and the server exits 0.
-# Prints the image size, the start-up time (from `up` to healthy) and how long `down` took.
+# Container smoke test on a real Docker engine: validate the compose files, build the serving
+# image (and the trainer's, which must answer --help), check the serving image has no train
+# extra, `up`, wait for the healthcheck, classify examples/cat.png, check a bad upload gets a
+# JSON 4xx, then `down` while 16 connections keep posting: requests already sent get 200 and
+# the server exits 0. Prints both image sizes, the start-up time (from `up` to healthy) and how
+# long `down` took.
 # Exits non-zero on the first failure, after printing the container's logs.
 #
 #   scripts/compose-smoke.sh                     # torch from the CPU index (the default)
@@ -69,6 +71,8 @@ fi
 docker compose config -q || fail "docker-compose.yml does not validate"
 docker compose --profile train --profile gpu config -q \
     || fail "docker-compose.yml does not validate with the train and gpu profiles"
+docker compose -f docker-compose.yml -f docker-compose.strong.yml config -q \
+    || fail "docker-compose.strong.yml does not validate as an override of docker-compose.yml"
 default_services=$(docker compose config --services | paste -sd ' ' -)
 [[ $default_services == api ]] \
     || fail "docker compose up would start '$default_services', expected only 'api'"
@@ -82,6 +86,20 @@ docker compose build api >"$WORK/build.log" 2>&1 \
 image=$(docker compose config --images api | head -n 1)
 size=$(docker image inspect -f '{{.Size}}' "$image")
 say "built $image in $(since "$t0") s; image size $((size / 1000000)) MB"
+
+t0=$(now)
+docker compose --profile train build train >"$WORK/build-train.log" 2>&1 \
+    || { tail -n 40 "$WORK/build-train.log" >&2; fail "docker compose build train"; }
+train_image=$(docker compose --profile train config --images train | head -n 1)
+train_size=$(docker image inspect -f '{{.Size}}' "$train_image")
+say "built $train_image in $(since "$t0") s; image size $((train_size / 1000000)) MB," \
+    "$(((train_size - size) / 1000000)) MB more than the serving image"
+docker run --rm "$train_image" --help | head -n 1 | grep -q '^usage: python -m training.run' \
+    || fail "$train_image does not run python -m training.run"
+extra=$(docker run --rm --entrypoint python "$image" -c \
+    'import importlib.util as u; print(*[m for m in ("tensorboard", "matplotlib", "tqdm") if u.find_spec(m)])')
+[[ -z $extra ]] || fail "the serving image has train-only packages: $extra"
+say "$train_image answers --help; $image has no tensorboard, matplotlib or tqdm"
 
 # --- up, healthy -----------------------------------------------------------------------------
 docker compose down -t 5 >/dev/null 2>&1 || true   # a stack left over from an earlier run
@@ -216,4 +234,5 @@ awk -v s="$down_s" 'BEGIN { exit !(s < 14.5) }' \
     || fail "down took ${down_s} s: the server ignored SIGTERM and was killed at the 15 s stop_grace_period"
 [[ $exit_code == 0 ]] || fail "the server exited with code ${exit_code:-unknown} on SIGTERM, expected 0"
 
-say "summary: image $((size / 1000000)) MB, healthy after ${startup} s, down in ${down_s} s"
+say "summary: image $((size / 1000000)) MB (trainer $((train_size / 1000000)) MB)," \
+    "healthy after ${startup} s, down in ${down_s} s"

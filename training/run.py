@@ -17,12 +17,17 @@ Under `torchrun --nproc_per_node N` the same file runs DistributedDataParallel.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# The train extra, which the serving image leaves out: one line instead of a traceback.
+if not all(importlib.util.find_spec(name) for name in ("tqdm", "tensorboard", "matplotlib")):
+    sys.exit("training needs tqdm, tensorboard and matplotlib: pip install '.[train]'")
 
 import torch
 import torch.nn.functional as F
