@@ -153,6 +153,17 @@ for _ in 1 2 3 4; do  # new connections, so the scrapes reach different worker p
 done
 say "GET /metrics: 1 prediction counted, whichever worker answered (4 scrapes)"
 
+# --- the page at / and the Open Inference Protocol ---------------------------------------------
+code=$(curl -sS -D "$WORK/page.headers" -o "$WORK/page.html" -w '%{http_code}' "$BASE/")
+[[ $code == 200 ]] || fail "GET / answered $code"
+grep -qi "^content-security-policy: default-src 'none'" "$WORK/page.headers" \
+    || fail "GET / came without its Content-Security-Policy"
+grep -q '<input' "$WORK/page.html" || fail "GET / is not the page with a file input"
+say "GET / -> 200, $(wc -c <"$WORK/page.html") bytes of HTML with a strict CSP"
+code=$(curl -sS -o "$WORK/v2.json" -w '%{http_code}' "$BASE/v2/health/ready")
+[[ $code == 200 ]] || fail "GET /v2/health/ready answered $code"
+say "GET /v2/health/ready -> 200"
+
 # --- a bad upload: 4xx with a JSON detail ------------------------------------------------------
 printf 'this is not an image\n' >"$WORK/not-an-image.txt"
 code=$(curl -sS -o "$WORK/bad.json" -w '%{http_code}' -F file=@"$WORK/not-an-image.txt" "$BASE/predict")
