@@ -67,7 +67,8 @@ def load_teacher(
 ) -> Teacher:
     """The teacher of a run; refuses one whose classes or input size differ from the data's.
     Raises models.checkpoint.CheckpointError for a file that cannot be loaded."""
-    loaded = load_checkpoint(path, device=str(device))
+    # BatchNorm folded: the teacher only ever runs in eval mode, and folded it is one op a layer.
+    loaded = load_checkpoint(path, device=str(device), fold_bn=True)
     meta = loaded.meta
     if meta.classes != classes:
         raise ValueError(f"--teacher {os.fspath(path)}: its classes {meta.classes} differ from "
