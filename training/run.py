@@ -9,6 +9,10 @@ recipe: 61% on the test split), temperature 1.096, 2,534 s of training on 1 thre
 2-core AMD EPYC (AVX2, so fp32 + channels_last), torch 2.14.1. That is the shipped
 models/cifar10_tutorial_cnn.pt.
 
+`--arch resnet9` (its recipe in RECIPES): 90.64% validation accuracy with flip TTA (89.92%
+without) after its 16 epochs, temperature 0.515, 7,600 s of training on both cores of a 2-core
+AMD EPYC with AVX512-BF16 (bf16 autocast), torch 2.14.1: the shipped models/cifar10_resnet9.pt.
+
 The run reads top to bottom: data, network, optimiser, loop (with validation each epoch and a
 resumable state after each), then calibration, the one test evaluation, reports, checkpoint.
 Under `torchrun --nproc_per_node N` the same file runs DistributedDataParallel.
@@ -256,8 +260,6 @@ def use_compile(mode: str, device: torch.device) -> bool:
         return mode == "on"
     if device.type != "cuda":
         return False
-    import importlib.util
-
     return importlib.util.find_spec("triton") is not None
 
 
