@@ -14,7 +14,6 @@ Speed does not depend on the weights, so random ones stand in for unshipped mode
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
@@ -26,7 +25,7 @@ import torch
 from models.architectures import build_model
 from models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from models.classes import CIFAR10_CLASSES
-from models.devices import cpu_has_fast_bf16, cpu_model
+from models.devices import autocast, cpu_has_fast_bf16, cpu_model
 from models.inference import tta_logits
 
 BATCHES = (1, 32)
@@ -79,17 +78,15 @@ def time_checkpoint(path: Path, repeats: int, bf16: bool) -> dict[str, list[floa
             with torch.no_grad():
                 plain.model(x)
 
-        def ours(x: torch.Tensor = x_cl, dtype: torch.dtype | None = None) -> None:
-            autocast = (torch.autocast("cpu", dtype=dtype) if dtype
-                        else contextlib.nullcontext())
-            with torch.inference_mode(), autocast:
+        def ours(x: torch.Tensor = x_cl, precision: str = "fp32") -> None:
+            with torch.inference_mode(), autocast(served.device, precision):
                 tta_logits(served.model, x, tta)
 
         rows["tutorial-grade"].append(median_ms(baseline, repeats) / n)
         rows[f"ours (tta {tta})"].append(median_ms(ours, repeats) / n)
         if bf16:
             rows[f"ours bf16 (tta {tta})"].append(
-                median_ms(lambda: ours(dtype=torch.bfloat16), repeats) / n)
+                median_ms(lambda: ours(precision="bf16"), repeats) / n)
     return rows
 
 

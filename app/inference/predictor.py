@@ -7,7 +7,6 @@ on the way. All are plain blocking functions.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import time
@@ -18,7 +17,7 @@ import torch
 from PIL import Image
 
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from models.devices import inference_precision
+from models.devices import autocast, inference_precision
 from models.images import ImageError
 from models.inference import check_tta, tta_logits
 from models.preprocess import decode_to_uint8, normalize
@@ -86,9 +85,7 @@ class Predictor:
         else:
             batch = torch.stack(list(images))
         batch = batch.to(self.device, non_blocking=True)
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                    if self.precision == "bf16" else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(self.device, self.precision):
             logits = tta_logits(self.model, normalize(batch, self.meta.mean, self.meta.std),
                                 self.tta)
             probs = torch.softmax(logits.float() / self.meta.temperature, dim=1)
