@@ -15,9 +15,10 @@ from tqdm import tqdm
 from models.devices import autocast, cpu_has_fast_bf16
 from models.inference import tta_logits
 from models.preprocess import normalize
-from training.augment import random_crop_flip
+from training.augment import crop_flip, random_crop_flip
 from training.distill import distillation_loss
 from training.distributed import World, shard
+from training.teacher_views import TeacherViews
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -42,7 +43,8 @@ def choose_precision(device: torch.device, requested: str) -> str:
 
 @dataclass
 class Batches:
-    """Augmented, normalised batches of one epoch, in an order fixed by `generator`."""
+    """Augmented, normalised batches of one epoch, in an order fixed by `generator`, each
+    with the teacher's logits when `views` holds them (else None)."""
 
     images: torch.Tensor  # uint8 (N, 3, S, S), on the training device
     labels: torch.Tensor
@@ -55,25 +57,32 @@ class Batches:
     generator: torch.Generator
     channels_last: bool
     world: World = World()
+    views: TeacherViews | None = None
 
     def __len__(self) -> int:
         # Equal shares for every rank; the ragged last batch is dropped.
         return len(self.indices) // self.world.size // self.batch_size
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         # Every rank draws the same permutation (same generator seed), then takes its share.
         order = self.indices[torch.randperm(len(self.indices), generator=self.generator)]
         order = shard(order, self.world)
         device = self.images.device
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size].to(device)
+            cpu_idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = cpu_idx.to(device)
             x = self.images[idx]
-            if self.padding or self.flip:
+            taught = None
+            if self.views is not None:  # replay a view the teacher has judged
+                dy, dx, mirror, taught = self.views.draw(cpu_idx, self.generator)
+                x = crop_flip(x, self.padding, dy, dx, mirror)
+                taught = taught.to(device)
+            elif self.padding or self.flip:
                 x = random_crop_flip(x, self.padding, self.flip, self.generator)
             x = normalize(x, self.mean, self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield x, self.labels[idx], taught
 
 
 def train_one_epoch(
@@ -96,8 +105,8 @@ def train_one_epoch(
 ) -> tuple[float, float]:
     """The tutorial's loop (zero_grad / forward / loss / backward / step) over one epoch.
 
-    With a `teacher`, the loss is training.distill's mix of cross-entropy and KL to the
-    teacher's softened logits on the same batch.
+    With a `teacher`, or teacher logits in the batches, the loss is training.distill's mix of
+    cross-entropy and KL to the teacher's softened logits on the same batch.
     Returns (mean training loss, images per second). `on_log` receives the mean loss of the
     last `log_every` steps. Raises TrainingDiverged on a non-finite loss.
     """
@@ -106,14 +115,16 @@ def train_one_epoch(
     total, window, steps = 0.0, 0, 0
     start = time.perf_counter()
     bar = tqdm(batches, desc=description, unit="batch", leave=False, disable=not progress)
-    for x, y in bar:
+    for x, y, taught in bar:
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, precision):
             logits = model(x)
-            if teacher is None:
+            if taught is None and teacher is not None:
+                taught = teacher(x)
+            if taught is None:
                 loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
             else:
-                loss = distillation_loss(logits, teacher(x), y, alpha=distill_alpha,
+                loss = distillation_loss(logits, taught, y, alpha=distill_alpha,
                                          temperature=distill_temperature,
                                          label_smoothing=label_smoothing)
         scaler.scale(loss).backward()

@@ -67,6 +67,7 @@ from training.engine import (
 )
 from training.resume import ResumeError, generator_for_epoch, load_state, save_state, state_path_for
 from training.summary import finish_run
+from training.teacher_views import TeacherViews, cache_key, compute_views, load_or_compute_views
 
 log = logging.getLogger("training.run")
 
@@ -174,6 +175,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="weight of the teacher's KL term; 1 − alpha goes to the labels")
     p.add_argument("--distill-temperature", type=float, default=4.0,
                    help="softmax temperature of both networks in the KL term")
+    p.add_argument("--teacher-views", type=int, default=0,
+                   help="0: the teacher runs on every batch. K > 0: it judges K augmented views "
+                   "of each image once (cached), and every epoch replays one of them; K passes "
+                   "of the teacher in all, for CPUs where it costs more than the student")
     p.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                    help="fraction of the training images held out for validation")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, init and data order")
@@ -227,6 +232,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError("--distill-alpha must be between 0 and 1")
     if args.distill_temperature <= 0:
         raise ValueError("--distill-temperature must be positive")
+    if args.teacher_views < 0:
+        raise ValueError("--teacher-views must be 0 (online) or a number of views")
+    if args.teacher_views and args.teacher is None:
+        raise ValueError("--teacher-views needs --teacher")
     arch = get_architecture(args.arch)
     if args.input_size is None:
         args.input_size = arch.default_input_size
@@ -350,6 +359,11 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
                                mean=mean, std=std, channels_last=channels_last)
         log.info("distilling from %s (alpha %.2f, T %.1f)", args.teacher.name,
                  args.distill_alpha, args.distill_temperature)
+    views = None
+    if teacher is not None and args.teacher_views:
+        views = _teacher_views(args, teacher, train_all.images, train_idx, images, mean, std,
+                               device, precision, channels_last, progress, world)
+        teacher = None  # its work is done; the epochs replay the stored views
     optimizer = _make_optimizer(model, args)
     scheduler = _make_scheduler(optimizer, args, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -385,7 +399,7 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
         t0 = time.perf_counter()
         batches = Batches(images, labels, train_idx, args.batch_size, mean, std,
                           args.crop_padding, args.flip, generator_for_epoch(args.seed, epoch),
-                          channels_last, world)
+                          channels_last, world, views)
         step0 = epoch * steps_per_epoch
         logged = [0]
 
@@ -475,6 +489,23 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
     save_checkpoint(args.output, model, meta, weights_dtype=getattr(torch, args.save_dtype))
     writer.close()
     return {"status": "done", **summary}
+
+
+def _teacher_views(args, teacher, cpu_images, train_idx, images, mean, std, device, precision,
+                   channels_last, progress, world) -> TeacherViews:
+    """--teacher-views: the stored views from the cache, or computed now (and cached)."""
+    key = cache_key(args.teacher, cpu_images, train_idx, k=args.teacher_views,
+                    padding=args.crop_padding, flip=args.flip, seed=args.seed,
+                    precision=precision)
+
+    def compute() -> TeacherViews:
+        return compute_views(teacher, images, train_idx, k=args.teacher_views,
+                             padding=args.crop_padding, flip=args.flip, seed=args.seed,
+                             mean=mean, std=std, device=device, precision=precision,
+                             channels_last=channels_last, progress=progress)
+
+    return load_or_compute_views(args.cache_dir if args.cache else None, key, compute,
+                                 write=world.is_main)
 
 
 def _device_name(device: torch.device) -> str:
