@@ -34,9 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None
     app.state.metrics = Metrics()
     install_error_handlers(app)
-    for module in (predict, health, model, metrics, ui):
-        app.include_router(module.router)
-    app.include_router(v2.router)
+    routers = [module.router for module in (predict, health, model, metrics, ui, v2)]
+    for router in routers:
+        app.include_router(router)
+    # The routes themselves, for labelling requests the middleware refuses before routing:
+    # FastAPI keeps included routers in a wrapper that does not match a scope by itself.
+    app.state.api_routes = [route for router in routers for route in router.routes]
     document_api_key(app)
     app.add_middleware(UploadGuardMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)

@@ -39,7 +39,9 @@ def _route_template(scope: Scope) -> str:
     requests the upload guard answered before routing."""
     route = scope.get("route")
     if route is None and "app" in scope:
-        for candidate in scope["app"].routes:
+        app = scope["app"]
+        # Ours first: an included router's wrapper matches in full but names no path.
+        for candidate in (*getattr(app.state, "api_routes", ()), *app.routes):
             match, child_scope = candidate.matches(scope)
             if match is Match.FULL:
                 route = child_scope.get("route", candidate)

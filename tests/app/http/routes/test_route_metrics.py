@@ -40,3 +40,17 @@ def test_unknown_paths_share_one_label(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'route="unmatched",status="404"} 3.0' in text
     assert 'route="/a"' not in text
+
+
+def test_requests_refused_before_routing_keep_their_routes_label(make_client) -> None:
+    client = make_client(api_key="s3cret-key", max_upload_bytes=1000)
+    assert client.post("/predict", files={"file": ("x.png", png())}).status_code == 401
+    assert client.post("/v2/models/random_cnn/infer", json={}).status_code == 401
+    key = {"Authorization": "Bearer s3cret-key"}
+    too_big = client.post("/predict", headers=key, files={"file": ("x.png", b"x" * 5000)})
+    assert too_big.status_code == 413
+    text = client.get("/metrics").text
+    assert 'method="POST",route="/predict",status="401"} 1.0' in text
+    assert 'route="/v2/models/{name}/infer",status="401"} 1.0' in text
+    assert 'method="POST",route="/predict",status="413"} 1.0' in text
+    assert 'route="unmatched"' not in text
