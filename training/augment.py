@@ -2,7 +2,7 @@
 
 Two `gather`s per batch instead of a PIL round trip per image; the flip is folded into the
 column index, so it costs nothing extra. The random draw and the pixel work are separate so a
-view can be drawn once, stored, and replayed (training.distill's cached teacher views).
+view can be drawn once, stored, and replayed (training.teacher_views).
 """
 
 from __future__ import annotations
