@@ -24,10 +24,10 @@ def test_a_shipped_checkpoint_loads_matches_its_report_and_fits_the_size_limit(p
     report = json.loads(path.with_name(path.stem + ".report.json").read_text())
     assert report["meta"]["metrics"] == loaded.meta.metrics
     assert report["meta"]["temperature"] == loaded.meta.temperature
-    # What /model shows. (The tutorial CNN's file predates names-only metadata and still
-    # stores its training machine's folders; public_dict cuts them.)
+    # The file itself stores names only, so neither it nor what /model shows has a path.
     public = loaded.meta.public_dict()
-    for value in [*public["data"].values(), *public["training"].values()]:
+    for value in [*loaded.meta.data.values(), *loaded.meta.training.values(),
+                  *public["data"].values(), *public["training"].values()]:
         assert "/" not in str(value) and "\\" not in str(value), value
     with torch.no_grad():
         probs = torch.softmax(loaded.model(torch.zeros(1, 3, 32, 32)), dim=1)
