@@ -149,10 +149,11 @@ class Settings(BaseSettings):
     channels_last: bool = Field(
         True, description="run the network on channels-last (NHWC) tensors; faster on CPU"
     )
-    tta: Literal["off", "flip"] | None = Field(
-        None, description="test-time augmentation: off, or flip (mean of the image's and its "
-                          "mirror's logits, 2× the compute); default: the checkpoint's own, "
-                          "the one its temperature was fitted with",
+    tta: Literal["off", "flip", "multicrop"] | None = Field(
+        None, description="test-time augmentation: off; flip (mean of the image's and its "
+                          "mirror's logits, 2× the compute); multicrop (flip × one-pixel "
+                          "shifts, 6× the compute); default: the checkpoint's own, the one "
+                          "its temperature was fitted with",
     )
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32", description="the network's arithmetic: fp32; bf16 (autocast); or auto, bf16 "

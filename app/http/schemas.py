@@ -87,8 +87,9 @@ class ModelInfo(BaseModel):
     mean: list[float]
     std: list[float]
     temperature: float = Field(description="logits are divided by it before the softmax")
-    tta: str = Field("off", description="test-time augmentation served: off, or flip (the "
-                                         "mean of the image's and its mirror's logits)")
+    tta: str = Field("off", description="test-time augmentation served: off, flip (the "
+                                         "mean of the image's and its mirror's logits) or "
+                                         "multicrop (flip × one-pixel shifts, six views)")
     metrics: dict[str, Any]
     epochs: int
     data: dict[str, Any]
