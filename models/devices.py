@@ -55,6 +55,23 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return "unknown CPU"
 
 
+# The instruction sets that decide how fast training and serving run on a CPU.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Which of SPEED_FLAGS the CPU reports (empty where /proc/cpuinfo is not there)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() in ("flags", "Features"):
+                present = set(value.split())
+                return [f for f in SPEED_FLAGS if f in present]
+    except OSError:
+        pass
+    return []
+
+
 def cpu_has_fast_bf16() -> bool:
     """bf16 only pays off on CPUs with native bf16 dot products (AVX512-BF16 or AMX).
 

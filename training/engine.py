@@ -15,7 +15,7 @@ from tqdm import tqdm
 from models.devices import autocast, cpu_has_fast_bf16
 from models.inference import tta_logits
 from models.preprocess import normalize
-from training.augment import crop_flip, random_crop_flip
+from training.augment import alternating_mirror, crop_flip, draw_crop_flip
 from training.distill import distillation_loss
 from training.distributed import World, shard
 from training.teacher_views import TeacherViews
@@ -58,6 +58,10 @@ class Batches:
     channels_last: bool
     world: World = World()
     views: TeacherViews | None = None
+    flip_mode: str = "random"  # or "alternate": training.augment.alternating_mirror
+    reflect: bool = False  # pad crops with the image's reflection instead of zeros
+    epoch: int = 0  # for alternating flips
+    seed: int = 0  # fixes each image's first-epoch flip under "alternate"
 
     def __len__(self) -> int:
         # Equal shares for every rank; the ragged last batch is dropped.
@@ -68,6 +72,9 @@ class Batches:
         order = self.indices[torch.randperm(len(self.indices), generator=self.generator)]
         order = shard(order, self.world)
         device = self.images.device
+        alternate = self.flip and self.flip_mode == "alternate"
+        mirrors = alternating_mirror(len(self.images), self.epoch, self.seed) if alternate \
+            else None
         for b in range(len(self)):
             cpu_idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             idx = cpu_idx.to(device)
@@ -78,7 +85,11 @@ class Batches:
                 x = crop_flip(x, self.padding, dy, dx, mirror)
                 taught = taught.to(device)
             elif self.padding or self.flip:
-                x = random_crop_flip(x, self.padding, self.flip, self.generator)
+                dy, dx, mirror = draw_crop_flip(len(cpu_idx), self.padding,
+                                                self.flip and not alternate, self.generator)
+                if mirrors is not None:
+                    mirror = mirrors[cpu_idx]
+                x = crop_flip(x, self.padding, dy, dx, mirror, reflect=self.reflect)
             x = normalize(x, self.mean, self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -102,13 +113,15 @@ def train_one_epoch(
     teacher: nn.Module | None = None,
     distill_alpha: float = 0.0,
     distill_temperature: float = 1.0,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
     """The tutorial's loop (zero_grad / forward / loss / backward / step) over one epoch.
 
     With a `teacher`, or teacher logits in the batches, the loss is training.distill's mix of
     cross-entropy and KL to the teacher's softened logits on the same batch.
     Returns (mean training loss, images per second). `on_log` receives the mean loss of the
-    last `log_every` steps. Raises TrainingDiverged on a non-finite loss.
+    last `log_every` steps; `on_step` runs after every optimizer and scheduler step.
+    Raises TrainingDiverged on a non-finite loss.
     """
     model.train()
     running = torch.zeros((), device=device)
@@ -131,6 +144,8 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if on_step is not None:
+            on_step()
         running += loss.detach().float()
         window += 1
         steps += 1

@@ -49,8 +49,9 @@ from models.architectures import (
     load_pretrained_backbone,
 )
 from models.checkpoint import CheckpointError, CheckpointMeta, save_checkpoint, without_paths
-from models.devices import cpu_model, resolve_device
+from models.devices import cpu_flags, cpu_model, resolve_device
 from models.inference import TTA_MODES
+from models.preprocess import normalize
 from training.data import (
     DATASETS,
     DatasetError,
@@ -69,9 +70,11 @@ from training.engine import (
     predict_logits,
     train_one_epoch,
 )
+from training.lookahead import Lookahead
 from training.resume import ResumeError, generator_for_epoch, load_state, save_state, state_path_for
 from training.summary import finish_run
 from training.teacher_views import TeacherViews, cache_key, compute_views, load_or_compute_views
+from training.whitening import fit_whitening
 
 log = logging.getLogger("training.run")
 
@@ -99,7 +102,14 @@ class Recipe:
     # padding 2 reached 76.7% where 4 reached 75.1% (same recipe otherwise, 30 epochs).
     crop_padding: int = 2
     patience: int = 10  # epochs without a better validation accuracy before stopping
-    tta: str = "off"  # test-time augmentation recorded in the checkpoint: off or flip
+    tta: str = "off"  # test-time augmentation recorded in the checkpoint (models.inference)
+    # Learning-rate multiplier of BatchNorm biases and a whitening stem's bias; their weight
+    # decay is divided by it, so only their step size grows (airbench: 64).
+    bias_lr_scale: float = 1.0
+    whiten_bias_epochs: int = 0  # a whitening stem's bias trains this many epochs, then freezes
+    lookahead_every: int = 0  # steps between lookahead pulls (training.lookahead); 0: none
+    flip_mode: str = "random"  # a coin per image per epoch, or "alternate" (training.augment)
+    pad_mode: str = "zeros"  # crop padding: zeros or the image's reflection
 
 
 RECIPES: dict[str, Recipe] = {
@@ -111,10 +121,24 @@ RECIPES: dict[str, Recipe] = {
     # evaluation. See docs/gpu.md for the runs behind it.
     "resnet9": Recipe(epochs=16, batch_size=512, lr=0.4, label_smoothing=0.2, crop_padding=4,
                       patience=0, tta="flip"),
+    # airbench's recipe (Jordan, arXiv 2404.00498), from the paper's methods. Its decoupled
+    # hyper-parameters (lr 10 and decay 0.0153 per 1,024 images, summed loss, Nesterov 0.85)
+    # in PyTorch's terms for a mean loss: lr = 10 / (1 + 1/(1 − 0.85)) = 1.30, and, since SGD
+    # multiplies decay by lr, weight_decay = 0.0153 / 7.67 / 1.30 = 1.53e-3. Triangular
+    # schedule 0.2 → 1 (23% of steps) → 0.07; whitening bias frozen after 3 epochs.
+    "whitened_vgg": Recipe(epochs=12, batch_size=1024, lr=1.30, momentum=0.85,
+                           weight_decay=1.53e-3, schedule="triangle", label_smoothing=0.2,
+                           crop_padding=2, patience=0, tta="multicrop", bias_lr_scale=64.0,
+                           whiten_bias_epochs=3, lookahead_every=5, flip_mode="alternate",
+                           pad_mode="reflect"),
 }
 RECIPE_FIELDS = tuple(Recipe.__dataclass_fields__)
 COMPILE_MODES = ("auto", "on", "off")
+SCHEDULES = ("onecycle", "cosine", "triangle")
+FLIP_MODES = ("random", "alternate")
+PAD_MODES = ("zeros", "reflect")
 VAL_FRACTION = 0.1  # held out from the training images, stratified
+WHITEN_IMAGES = 5000  # training images a whitening stem is fitted on
 LOG_EVERY = 50  # steps between training-loss points in TensorBoard
 
 
@@ -156,14 +180,25 @@ def get_args_parser() -> argparse.ArgumentParser:
         ("optimizer", str, ("sgd", "adamw"), "SGD with Nesterov momentum, or AdamW"),
         ("momentum", float, None, "SGD momentum"),
         ("weight-decay", float, None, "weight decay"),
-        ("schedule", str, ("onecycle", "cosine"), "learning-rate schedule, stepped every batch"),
+        ("schedule", str, SCHEDULES, "learning-rate schedule, stepped every batch (triangle: "
+         "0.2 → 1 at 23% of the steps → 0.07 of --lr)"),
         ("label-smoothing", float, None, "cross-entropy label smoothing"),
         ("crop-padding", int, None, "random-crop padding in pixels (0 disables cropping)"),
         ("patience", int, None, "stop after this many epochs without a better validation "
          "accuracy (0: never stop early)"),
         ("tta", str, TTA_MODES, "test-time augmentation, recorded in the checkpoint and used "
-         "by evaluate, predict and the service: off, or flip (mean of the image's and its "
-         "mirror's logits)"),
+         "by evaluate, predict and the service: off, flip (mean of the image's and its "
+         "mirror's logits) or multicrop (flip × three one-pixel shifts, six views)"),
+        ("bias-lr-scale", float, None, "learning-rate multiplier of BatchNorm biases and a "
+         "whitening stem's bias (their weight decay is divided by it)"),
+        ("whiten-bias-epochs", int, None, "epochs a whitening stem's bias trains before it "
+         "freezes (0: all of them)"),
+        ("lookahead-every", int, None, "steps between pulls toward a slow copy of the "
+         "weights, which the network becomes at the end (0: off)"),
+        ("flip-mode", str, FLIP_MODES, "random: a coin per image per epoch; alternate: each "
+         "image mirrored in every other epoch"),
+        ("pad-mode", str, PAD_MODES, "what fills the crop padding: zeros, or the image's "
+         "reflection"),
     ]
     for flag, kind, choices, text in recipe_flags:
         # SUPPRESS: an unset flag stays absent (no "default: None" in the help) until
@@ -232,6 +267,11 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr <= 0:
         raise ValueError("--lr must be positive")
+    if args.bias_lr_scale <= 0:
+        raise ValueError("--bias-lr-scale must be positive")
+    for name in ("whiten_bias_epochs", "lookahead_every"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more")
     if not 0.0 <= args.distill_alpha <= 1.0:
         raise ValueError("--distill-alpha must be between 0 and 1")
     if args.distill_temperature <= 0:
@@ -276,23 +316,58 @@ def use_compile(mode: str, device: torch.device) -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def _param_groups(model: torch.nn.Module, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One group of everything that trains, or, with --bias-lr-scale or a whitening stem,
+    the stem's bias, the BatchNorm biases and the rest apart (frozen weights left out)."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    whiten = getattr(model, "whiten", None)
+    stem = [whiten.bias] if isinstance(whiten, torch.nn.Conv2d) and whiten.bias is not None \
+        else []
+    if args.bias_lr_scale == 1.0 and not stem:
+        return [{"params": trained, "name": "all"}]
+    scale = args.bias_lr_scale
+    biases = {id(m.bias) for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    special = biases | {id(p) for p in stem}
+    fast = {"lr": args.lr * scale, "weight_decay": args.weight_decay / scale}
+    groups = [{"params": stem, "name": "whiten_bias", **fast}] if stem else []
+    groups.append({"params": [p for p in trained if id(p) in biases], "name": "norm_biases",
+                   **fast})
+    groups.append({"params": [p for p in trained if id(p) not in special], "name": "weights"})
+    return [g for g in groups if g["params"]]
+
+
 def _make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    groups = _param_groups(model, args)
     if args.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+        return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum,
                            nesterov=args.momentum > 0, weight_decay=args.weight_decay)
+
+
+def triangle(step: int, total: int, start: float = 0.2, peak_at: float = 0.23,
+             end: float = 0.07) -> float:
+    """The triangular schedule's multiplier at `step` of `total`: linear from `start` up to 1
+    at `peak_at` of the steps, then linear down to `end`."""
+    peak = max(1, int(peak_at * total))
+    if step <= peak:
+        return start + (1.0 - start) * step / peak
+    return 1.0 + (end - 1.0) * min(step - peak, total - peak) / max(1, total - peak)
 
 
 def _make_scheduler(opt: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int):
     total = args.epochs * steps_per_epoch
+    if args.schedule == "triangle":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: triangle(step, total))
     if args.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     if total < 3:  # too short for a warm-up and an annealing phase: constant LR
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     return torch.optim.lr_scheduler.OneCycleLR(
         # 25% warm-up, but at least 2 steps of it (OneCycleLR divides by the warm-up length).
-        opt, max_lr=args.lr, total_steps=total, pct_start=max(0.25, 2 / total),
-        anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0,
+        opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total,
+        pct_start=max(0.25, 2 / total), anneal_strategy="linear", div_factor=10.0,
+        final_div_factor=100.0,
     )
 
 
@@ -339,6 +414,12 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
     if args.pretrained is not None and state is None:
         fresh = load_pretrained_backbone(model, args.arch, args.pretrained)
         log.info("loaded %s; freshly initialised: %s", args.pretrained, ", ".join(fresh))
+    whiten = getattr(model, "whiten", None)
+    if isinstance(whiten, torch.nn.Conv2d) and state is None:
+        # Fitted on 5,000 training images, as airbench does: the covariance is settled by then.
+        pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(args.seed))
+        sample = train_idx[pick[:WHITEN_IMAGES]]
+        fit_whitening(whiten, normalize(train_all.images[sample], mean, std))
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     train_model = model
     if world.distributed:
@@ -371,6 +452,9 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
     optimizer = _make_optimizer(model, args)
     scheduler = _make_scheduler(optimizer, args, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    total_steps = args.epochs * steps_per_epoch
+    lookahead = Lookahead(model, total_steps, every=args.lookahead_every) \
+        if args.lookahead_every else None
 
     start_epoch, best, history, seconds = 0, {"accuracy": -1.0, "epoch": 0}, [], 0.0
     best_state: dict[str, torch.Tensor] = {}
@@ -382,6 +466,8 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
         torch.set_rng_state(state["rng"])
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
         best_state, seconds = state["best_state"], state["seconds"]
+        if lookahead is not None:
+            lookahead.load_state_dict(state["lookahead"])
         if state["stopped_early"]:  # the loop had already ended; only the final steps remain
             start_epoch = args.epochs
         log.info("resuming %s after epoch %d", args.resume, start_epoch)
@@ -403,7 +489,8 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
         t0 = time.perf_counter()
         batches = Batches(images, labels, train_idx, args.batch_size, mean, std,
                           args.crop_padding, args.flip, generator_for_epoch(args.seed, epoch),
-                          channels_last, world, views)
+                          channels_last, world, views, flip_mode=args.flip_mode,
+                          reflect=args.pad_mode == "reflect", epoch=epoch, seed=args.seed)
         step0 = epoch * steps_per_epoch
         logged = [0]
 
@@ -412,14 +499,25 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
             if writer is not None:
                 writer.add_scalar("train/loss", loss, step0 + min(logged[0], steps_per_epoch))
 
-        lr = optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[-1]["lr"]
+        step = [epoch * steps_per_epoch]
+
+        def on_step(step: list[int] = step) -> None:
+            step[0] += 1
+            if args.whiten_bias_epochs and step[0] >= args.whiten_bias_epochs * steps_per_epoch:
+                for group in optimizer.param_groups:  # lr 0: no step, no decay, exactly frozen
+                    if group.get("name") == "whiten_bias":
+                        group["lr"] = 0.0
+            if lookahead is not None:
+                lookahead.after_step(model, step[0])
+
         train_loss, rate = train_one_epoch(
             train_model, batches, optimizer, scheduler, scaler,
             label_smoothing=args.label_smoothing, precision=precision, device=device,
             log_every=args.log_every, on_log=on_log, progress=progress,
             description=f"epoch {epoch + 1}/{args.epochs}",
             teacher=teacher, distill_alpha=args.distill_alpha,
-            distill_temperature=args.distill_temperature,
+            distill_temperature=args.distill_temperature, on_step=on_step,
         )
         val_logits = predict_logits(model, images[val_idx.to(device)], **eval_kw)
         val_labels = train_all.labels[val_idx]
@@ -428,7 +526,8 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
         seconds += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 4),
                         "val_loss": round(val_loss, 4), "val_accuracy": round(val_acc, 4),
-                        "lr": lr, "images_per_s": round(rate * world.size, 1)})
+                        "lr": lr, "images_per_s": round(rate * world.size, 1),
+                        "seconds": round(seconds, 1)})
         if writer is not None:
             writer.add_scalar("val/loss", val_loss, epoch + 1)
             writer.add_scalar("val/accuracy", val_acc, epoch + 1)
@@ -453,6 +552,7 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "rng": torch.get_rng_state(), "best": best, "best_state": best_state,
                 "history": history, "seconds": seconds, "stopped_early": stopped_early,
+                "lookahead": lookahead.state_dict() if lookahead is not None else None,
             })
         barrier(world)
         if stopped_early:
@@ -479,6 +579,7 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
         training={**{k: without_paths(v) for k, v in _args_to_dict(args).items()
                      if k not in ("resume", "stop_after", "progress", "cache_dir", "cache")},
                   "device": str(device), "device_name": _device_name(device),
+                  "cpu_flags": cpu_flags(),
                   "precision": precision, "channels_last": channels_last, "compiled": compiled,
                   "world_size": world.size, "train_seconds": round(seconds, 1),
                   "best_epoch": best["epoch"], "stopped_early": stopped_early},

@@ -44,3 +44,28 @@ def test_the_same_generator_seed_gives_the_same_batch() -> None:
     b = random_crop_flip(x, 4, True, torch.Generator().manual_seed(7))
     c = random_crop_flip(x, 4, True, torch.Generator().manual_seed(8))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_alternating_flip_mirrors_each_image_in_exactly_every_other_epoch() -> None:
+    from training.augment import alternating_mirror
+
+    epochs = torch.stack([alternating_mirror(200, epoch, generator_seed=3) for epoch in range(6)])
+    assert torch.equal(epochs[1:], ~epochs[:-1])  # every image flips state each epoch
+    assert torch.equal(epochs[0], epochs[2]) and torch.equal(epochs[0], epochs[4])
+    assert 60 < int(epochs[0].sum()) < 140  # a fair coin for the first epoch
+    assert not torch.equal(epochs[0], alternating_mirror(200, 0, generator_seed=4))
+
+
+def test_reflect_padding_crops_what_f_pad_reflect_would() -> None:
+    import torch.nn.functional as F
+
+    from training.augment import crop_flip
+
+    x = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    dy, dx = torch.tensor([0, 1, 2, 3, 4, 2]), torch.tensor([4, 0, 2, 1, 3, 4])
+    mirror = torch.tensor([True, False, True, False, True, False])
+    out = crop_flip(x, 2, dy, dx, mirror, reflect=True)
+    padded = F.pad(x.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
+    for i in range(6):
+        want = padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
+        assert torch.equal(out[i], want.flip(-1) if mirror[i] else want), i
