@@ -117,20 +117,21 @@ class WhitenedVGG(nn.Module):
     scale of 1 and a learned bias, with running statistics that follow the last few batches
     (momentum 0.4). Each 3×3 conv starts as the identity on its first input channels (Dirac).
     Widths (64, 256, 256) are airbench94's 2.0M parameters; (128, 384, 384) airbench95's 4.6M.
+    `residual` gives each block a third conv and a skip over its last two (airbench96's layout).
     """
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (128, 384, 384),
-                 logit_scale: float = 1 / 9) -> None:
+                 logit_scale: float = 1 / 9, residual: bool = False) -> None:
         super().__init__()
         self.whiten = nn.Conv2d(3, 24, 2, bias=True)
         self.whiten.weight.requires_grad_(False)
         blocks: list[nn.Module] = [nn.GELU()]
         c_in = 24
         for c_out in widths:
-            blocks.append(nn.Sequential(
-                _dirac_conv(c_in, c_out), nn.MaxPool2d(2), _fixed_scale_bn(c_out), nn.GELU(),
-                _dirac_conv(c_out, c_out), _fixed_scale_bn(c_out), nn.GELU(),
-            ))
+            head = [_dirac_conv(c_in, c_out), nn.MaxPool2d(2), _fixed_scale_bn(c_out), nn.GELU()]
+            tail = [SkipPair(c_out)] if residual else [
+                _dirac_conv(c_out, c_out), _fixed_scale_bn(c_out), nn.GELU()]
+            blocks.append(nn.Sequential(*head, *tail))
             c_in = c_out
         self.features = nn.Sequential(*blocks, nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.head = nn.Linear(c_in, num_classes, bias=False)
@@ -138,6 +139,21 @@ class WhitenedVGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.whiten(x))) * self.logit_scale
+
+
+class SkipPair(nn.Module):
+    """GELU(x + BN(conv(GELU(BN(conv(x)))))): two convs with a skip around them."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _dirac_conv(channels, channels), _fixed_scale_bn(channels), nn.GELU(),
+            _dirac_conv(channels, channels), _fixed_scale_bn(channels),
+        )
+        self.activation = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(x + self.body(x))
 
 
 def _dirac_conv(c_in: int, c_out: int) -> nn.Conv2d:
@@ -214,6 +230,10 @@ def _build_whitened_vgg(num_classes: int) -> nn.Module:
     return WhitenedVGG(num_classes)
 
 
+def _build_whitened_resvgg(num_classes: int) -> nn.Module:
+    return WhitenedVGG(num_classes, widths=(128, 512, 512), residual=True)
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str
@@ -243,6 +263,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             "whitened_vgg", _build_whitened_vgg, 32, False,
             "VGG-style CNN behind a frozen patch-whitening conv, airbench's layout (4.6M "
             "parameters)",
+        ),
+        Architecture(
+            "whitened_resvgg", _build_whitened_resvgg, 32, False,
+            "the whitened VGG with three convs and a skip per block, airbench96's layout "
+            "(12.7M parameters; a GPU recipe)",
         ),
     )
 }

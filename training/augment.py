@@ -3,7 +3,8 @@
 Padding is zeros or a reflection of the border (`reflect`, which airbench's recipe uses: no
 black frame for the network to learn). Flips are a coin per image per epoch, or
 `alternating_mirror`: a coin per image drawn once, then inverted every other epoch, so each
-image is seen both ways in every pair of epochs.
+image is seen both ways in every pair of epochs. `cutout` blanks a random square of each
+normalised image (to the mean colour, 0), for long runs where the network would memorise.
 
 Two `gather`s per batch instead of a PIL round trip per image; the flip is folded into the
 column index, so it costs nothing extra. The random draw and the pixel work are separate so a
@@ -70,3 +71,15 @@ def random_crop_flip(
     """(N, C, H, W) → same shape: each image shifted by up to `padding` px (zero fill)
     and mirrored left-right with probability 1/2. Randomness comes only from `generator`."""
     return crop_flip(batch, padding, *draw_crop_flip(len(batch), padding, flip, generator))
+
+
+def cutout(batch: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(N, C, H, W) → same shape with a size×size square (inside the image, at a random
+    corner per image) set to 0."""
+    n, _, h, w = batch.shape
+    top = torch.randint(0, h - size + 1, (n,), generator=generator).to(batch.device)
+    left = torch.randint(0, w - size + 1, (n,), generator=generator).to(batch.device)
+    rows = torch.arange(h, device=batch.device).view(1, h, 1) - top.view(n, 1, 1)
+    cols = torch.arange(w, device=batch.device).view(1, 1, w) - left.view(n, 1, 1)
+    inside = (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)
+    return batch.masked_fill(inside.unsqueeze(1), 0)

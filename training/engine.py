@@ -15,7 +15,7 @@ from tqdm import tqdm
 from models.devices import autocast, cpu_has_fast_bf16
 from models.inference import tta_logits
 from models.preprocess import normalize
-from training.augment import alternating_mirror, crop_flip, draw_crop_flip
+from training.augment import alternating_mirror, crop_flip, cutout, draw_crop_flip
 from training.distill import distillation_loss
 from training.distributed import World, shard
 from training.teacher_views import TeacherViews
@@ -62,6 +62,7 @@ class Batches:
     reflect: bool = False  # pad crops with the image's reflection instead of zeros
     epoch: int = 0  # for alternating flips
     seed: int = 0  # fixes each image's first-epoch flip under "alternate"
+    cutout: int = 0  # side of the square blanked in each image (0: none)
 
     def __len__(self) -> int:
         # Equal shares for every rank; the ragged last batch is dropped.
@@ -91,6 +92,8 @@ class Batches:
                     mirror = mirrors[cpu_idx]
                 x = crop_flip(x, self.padding, dy, dx, mirror, reflect=self.reflect)
             x = normalize(x, self.mean, self.std)
+            if self.cutout:
+                x = cutout(x, self.cutout, self.generator)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx], taught

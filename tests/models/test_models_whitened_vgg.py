@@ -87,3 +87,18 @@ def test_multicrop_keeps_channels_last_for_the_network() -> None:
     x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     tta_logits(network, x, "multicrop")
     assert seen == [True]
+
+
+def test_the_residual_variant_skips_over_two_convs_and_folds() -> None:
+    torch.manual_seed(4)
+    model = build_model("whitened_resvgg", 10)
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 10  # stem + 3 × 3
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.bias.data.uniform_(-0.1, 0.1)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        fold_batchnorm(model)
+        torch.testing.assert_close(model(x), before, atol=1e-4, rtol=1e-4)

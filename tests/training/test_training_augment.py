@@ -69,3 +69,16 @@ def test_reflect_padding_crops_what_f_pad_reflect_would() -> None:
     for i in range(6):
         want = padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
         assert torch.equal(out[i], want.flip(-1) if mirror[i] else want), i
+
+
+def test_cutout_blanks_one_square_of_the_given_size_inside_each_image() -> None:
+    from training.augment import cutout
+
+    x = torch.ones(50, 3, 10, 10)
+    out = cutout(x, 4, torch.Generator().manual_seed(0))
+    blank = out[:, 0] == 0
+    assert torch.equal(blank, (out == 0).all(1))  # every channel of the square
+    assert (blank.sum((1, 2)) == 16).all()
+    rows, cols = blank.any(2), blank.any(1)
+    assert (rows.sum(1) == 4).all() and (cols.sum(1) == 4).all()  # one 4×4 square
+    assert len({tuple(r.nonzero().flatten().tolist()) for r in rows}) > 3  # at random places

@@ -158,3 +158,13 @@ def test_a_bad_choice_of_a_recipe_mode_lists_the_valid_ones(flag, valid, capsys)
         run.get_args_parser().parse_args([flag, "sideways"])
     err = capsys.readouterr().err
     assert "invalid choice: 'sideways'" in err and all(v in err for v in valid)
+
+
+def test_the_gpu_variant_trains_with_cutout_and_a_cutout_too_big_is_refused(
+        train_args, tmp_path, capsys) -> None:
+    summary = train(train_args("--arch", "whitened_resvgg", "--epochs", "1", "--batch-size", "16",
+                               "--lr", "0.3", "--cutout", "8", "--precision", "fp32"))
+    assert summary["status"] == "done"
+    assert load_checkpoint(tmp_path / "model.pt").meta.training["cutout"] == 8
+    assert run.cli(train_args("--arch", "whitened_vgg", "--cutout", "40")) == 2
+    assert "--cutout 40 is larger than the 32px images" in capsys.readouterr().err
