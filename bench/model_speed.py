@@ -1,7 +1,7 @@
 """The network alone: CPU ms per image at batch 1 and 32, ours against a tutorial-grade forward.
 
-    python -m bench.model_speed                          # tutorial_cnn and resnet9, random weights
-    python -m bench.model_speed --checkpoint models/cifar10_resnet9.pt --threads 2
+    python -m bench.model_speed            # tutorial_cnn, resnet9, whitened_vgg: random weights
+    python -m bench.model_speed --checkpoint models/cifar10_whitened_vgg.pt --tta flip
 
 Tutorial-grade: the checkpoint as loaded, NCHW tensors, `torch.no_grad()`, fp32, one view.
 Ours: what the service runs — channels-last, BatchNorm folded, `torch.inference_mode()`, the
@@ -26,7 +26,7 @@ from models.architectures import build_model
 from models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from models.classes import CIFAR10_CLASSES
 from models.devices import autocast, cpu_has_fast_bf16, cpu_model
-from models.inference import tta_logits
+from models.inference import TTA_MODES, tta_logits
 
 BATCHES = (1, 32)
 
@@ -35,7 +35,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.model_speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, action="append", default=None,
-                   help="checkpoint(s) to time (default: random tutorial_cnn and resnet9)")
+                   help="checkpoint(s) to time (default: random tutorial_cnn, resnet9 and "
+                   "whitened_vgg, each with its recipe's TTA)")
+    p.add_argument("--tta", choices=TTA_MODES, default=None,
+                   help="test-time augmentation to time (default: each checkpoint's own)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--repeats", type=int, default=30, help="timed calls per cell")
     return p
@@ -61,12 +64,13 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
-def time_checkpoint(path: Path, repeats: int, bf16: bool) -> dict[str, list[float]]:
+def time_checkpoint(path: Path, repeats: int, bf16: bool,
+                    tta: str | None = None) -> dict[str, list[float]]:
     """{variant: [ms per image at each batch size]}"""
     plain = load_checkpoint(path)
     served = load_checkpoint(path, fold_bn=True)
     served.model.to(memory_format=torch.channels_last)
-    tta = served.meta.tta
+    tta = tta or served.meta.tta
     rows: dict[str, list[float]] = {"tutorial-grade": [], f"ours (tta {tta})": []}
     if bf16:
         rows[f"ours bf16 (tta {tta})"] = []
@@ -98,11 +102,12 @@ def main(args: argparse.Namespace) -> None:
           f"{'yes' if bf16 else 'no'}")
     with tempfile.TemporaryDirectory() as tmp:
         paths = args.checkpoint or [random_checkpoint(Path(tmp), "tutorial_cnn", "off"),
-                                    random_checkpoint(Path(tmp), "resnet9", "flip")]
+                                    random_checkpoint(Path(tmp), "resnet9", "flip"),
+                                    random_checkpoint(Path(tmp), "whitened_vgg", "multicrop")]
         print(f"{'model':28} {'variant':24} " + " ".join(f"{f'batch {n} ms/img':>16}"
                                                          for n in BATCHES) + "   vs tutorial-grade")
         for path in paths:
-            rows = time_checkpoint(Path(path), args.repeats, bf16)
+            rows = time_checkpoint(Path(path), args.repeats, bf16, args.tta)
             base = rows["tutorial-grade"]
             for variant, cells in rows.items():
                 ratio = " ".join(f"{b / c:5.2f}×" for b, c in zip(base, cells, strict=True))

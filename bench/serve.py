@@ -378,9 +378,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="checkpoint both servers load; None: random weights written to "
                              "a temporary folder")
-    parser.add_argument("--arch", default="tutorial_cnn", choices=("tutorial_cnn", "resnet9"),
+    parser.add_argument("--arch", default="tutorial_cnn",
+                        choices=("tutorial_cnn", "resnet9", "whitened_vgg"),
                         help="architecture of the random-weights checkpoint (without "
-                        "--checkpoint); resnet9 is served with its recipe's flip TTA")
+                        "--checkpoint), served with its recipe's TTA (resnet9: flip, "
+                        "whitened_vgg: multicrop)")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for our service, e.g. CNN_SERVE_WORKERS=1; "
                              "repeat for several")

@@ -6,7 +6,10 @@
 #   4. torchrun (NCCL), vgg16 and batch 1024 for a short run each,
 #   5. the service on CUDA: /healthz and a real /predict,
 #   6. the strong model: resnet9 with its recipe (saved in float16, ready to ship), then the
-#      tutorial CNN distilled from it over 60 epochs (`ONLY="resnet9 distill"` runs just these).
+#      tutorial CNN distilled from it over 60 epochs (`ONLY="resnet9 distill"` runs just these),
+#   7. the whitened VGG's recipe on CUDA (bf16, torch.compile), and its airbench96-class
+#      residual variant, each with its time and accuracy (`ONLY="whitened whitened-resvgg"`:
+#      the first thing to run when a GPU is lent).
 #
 #   scripts/gpu-check.sh DATA_TAR_OR_DIR OUTDIR
 #
@@ -90,6 +93,12 @@ step resnet9 300 "$py" -m training.run "${common[@]}" --device "$gpu" --arch res
 step distill 300 "$py" -m training.run "${common[@]}" --device "$gpu" --epochs 60 --patience 0 \
   --teacher "$out/resnet9/cifar10_resnet9.pt" --output "$out/distill/cifar10_tutorial_cnn.pt" \
   --logdir "$out/distill/runs"
+
+step whitened 300 "$py" -m training.run "${common[@]}" --device "$gpu" --arch whitened_vgg \
+  --save-dtype float16 --output "$out/whitened/cifar10_whitened_vgg.pt" --logdir "$out/whitened/runs"
+step whitened-resvgg 600 "$py" -m training.run "${common[@]}" --device "$gpu" \
+  --arch whitened_resvgg --save-dtype float16 --output "$out/resvgg/cifar10_whitened_resvgg.pt" \
+  --logdir "$out/resvgg/runs"
 
 serve_check() {
   CNN_SERVE_DEVICE=$gpu CNN_SERVE_WORKERS=1 CNN_SERVE_LOG_LEVEL=warning CNN_SERVE_PORT=8000 \
