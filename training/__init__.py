@@ -1,1 +1,2 @@
-"""The offline trainer: `python -m training.run`, plus predict, evaluate and convert."""
+"""The offline trainer: `python -m training.run`, plus predict, evaluate, convert and export
+(ONNX and a Triton model repository)."""
