@@ -70,12 +70,12 @@ class Settings(BaseSettings):
         40_000_000, ge=1, le=PILLOW_PIXEL_CEILING,
         description="width × height per image, checked from the header before decoding",
     )
-    # Photo PNGs 1.6× faster, 32×32 ones 2.8× (models/images.py). Off: one decoder fewer
+    # Photo PNGs 1.6× faster, 32×32 ones 2.8× (models/png.py). Off: one decoder fewer
     # parses uploads.
     libspng: bool = Field(
-        True, description=f"decode plain 8-bit RGB/RGBA PNGs of up to {SPNG_MAX_PIXELS:,} "
-                          "pixels with libspng (the same pixels as Pillow, faster); false: "
-                          "Pillow decodes every image",
+        True, description=f"decode PNGs of up to {SPNG_MAX_PIXELS:,} pixels with libspng "
+                          "(the image Pillow would give, EXIF orientation included, faster); "
+                          "false: Pillow decodes every image",
     )
     # Micro-batching and back-pressure.
     max_batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass")

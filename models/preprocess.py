@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.images import decode_image, plain_png_pixels
+from models.images import decode_image
+from models.png import decode_png
 
 # The tutorial feeds `ToTensor()` output straight in: no normalisation.
 TUTORIAL_MEAN = (0.0, 0.0, 0.0)
@@ -76,15 +77,17 @@ def decode_to_uint8(
     data: bytes, *, max_pixels: int, size: int, libspng: bool = True
 ) -> torch.Tensor:
     """Upload bytes → uint8 tensor (3, size, size): `decode_image`, then `image_to_uint8`.
-    A plain RGB PNG that libspng decodes at size×size already (a CIFAR-sized upload) skips
+    An opaque RGB PNG that libspng decodes at size×size already (a CIFAR-sized upload) skips
     Pillow altogether: the same pixels, in about a third of the time for a 32×32 PNG. Raises
     models.images.ImageError for bytes that are not an image we accept."""
-    pixels = plain_png_pixels(data, max_pixels=max_pixels) if libspng else None
-    if pixels is not None and pixels.shape == (size, size, 3):
-        return torch.from_numpy(pixels).permute(2, 0, 1)
-    if pixels is not None:
-        img = Image.fromarray(pixels)
-    else:  # not a plain PNG, or libspng off: Pillow (the libspng path was tried above)
+    decoded = decode_png(data, max_pixels=max_pixels) if libspng else None
+    if isinstance(decoded, np.ndarray) and decoded.shape == (size, size, 3):
+        return torch.from_numpy(decoded).permute(2, 0, 1)
+    if isinstance(decoded, np.ndarray):
+        img = Image.fromarray(decoded)
+    elif decoded is not None:  # a PIL image in Pillow's mode ("P", "L", …)
+        img = decoded
+    else:  # left to Pillow, or libspng off (the libspng path was tried above)
         img = decode_image(data, max_pixels=max_pixels, target_size=size, libspng=False)
     return image_to_uint8(img, size)
 

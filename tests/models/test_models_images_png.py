@@ -1,4 +1,5 @@
-"""Plain PNGs decoded by libspng (models/images.py): Pillow's pixels, and only for intact files."""
+"""PNGs decoded by libspng (models/png.py) through decode_image: Pillow's pixels, and only for
+intact files. Every colour type, EXIF and ancillary chunks: tests/models/test_models_png.py."""
 
 from __future__ import annotations
 
@@ -7,81 +8,29 @@ import struct
 import zlib
 
 import numpy as np
-import pyspng
 import pytest
 import torch
 from PIL import Image, PngImagePlugin
+from png_corpus import SIGNATURE, CountingSpng, chunk, make_png
 
-import models.images as images
+import models.png
 from models.images import (
     SPNG_MAX_PIXELS,
     CorruptImageError,
     ImageTooLargeError,
     decode_image,
-    plain_png,
 )
+from models.png import inspect_png
 from models.preprocess import decode_to_uint8, image_to_uint8
 
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-
-def chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _paeth(a: int, b: int, c: int) -> int:
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    return a if pa <= pb and pa <= pc else b if pb <= pc else c
-
-
-def filtered(rows: np.ndarray, kinds: list[int], bpp: int) -> bytes:
-    """PNG scanlines of `rows` (H × W·bpp uint8), row y filtered with kinds[y] (0–4)."""
-    out = bytearray()
-    prior = [0] * rows.shape[1]
-    for row, kind in zip(rows.tolist(), kinds, strict=True):
-        line = []
-        for i, x in enumerate(row):
-            a, c = (row[i - bpp], prior[i - bpp]) if i >= bpp else (0, 0)
-            b = prior[i]
-            predictor = (0, a, b, (a + b) // 2, _paeth(a, b, c))[kind]
-            line.append((x - predictor) % 256)
-        out += bytes([kind, *line])
-        prior = row
-    return bytes(out)
-
-
-def make_png(pixels: np.ndarray, kinds: list[int], extra: bytes = b"",
-             idat_chunks: int = 1) -> bytes:
-    """A PNG written by hand, so every filter type is used: pixels H × W × 3 or 4."""
-    height, width, channels = pixels.shape
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2 if channels == 3 else 6, 0, 0, 0)
-    data = zlib.compress(filtered(pixels.reshape(height, -1), kinds, channels))
-    step = -(-len(data) // idat_chunks)
-    idats = b"".join(chunk(b"IDAT", data[i:i + step]) for i in range(0, len(data), step))
-    return SIGNATURE + chunk(b"IHDR", ihdr) + extra + idats + chunk(b"IEND", b"")
+def fast(data: bytes) -> bool:
+    """Whether libspng may decode it: inspect_png found nothing to leave to Pillow."""
+    return inspect_png(data) is not None
 
 
 def decode(data: bytes) -> Image.Image:
     return decode_image(data, max_pixels=10_000_000, target_size=32)
-
-
-class CountingSpng:
-    """pyspng, counting its calls: which decoder a file went to."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def load(self, data: bytes, fmt: str) -> np.ndarray:
-        self.calls += 1
-        return pyspng.load(data, fmt)
-
-
-@pytest.fixture
-def spng(monkeypatch: pytest.MonkeyPatch) -> CountingSpng:
-    counting = CountingSpng()
-    monkeypatch.setattr(images, "pyspng", counting)
-    return counting
 
 
 def pillows_pixels(data: bytes) -> np.ndarray:
@@ -100,7 +49,7 @@ def test_a_plain_png_decodes_to_pillows_pixels_with_every_filter(
     pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
     kinds = [y % 5 for y in range(height)]
     data = make_png(pixels, kinds, idat_chunks=min(3, height))
-    assert plain_png(data)
+    assert fast(data)
     np.testing.assert_array_equal(pillows_pixels(data), pixels)  # the test's encoder is right
     img = decode(data)
     assert spng.calls == 1
@@ -113,7 +62,7 @@ def test_pillows_own_pngs_take_the_fast_path_with_the_same_pixels(spng: Counting
     for params in ({}, {"optimize": True}, {"compress_level": 1}):
         buf = io.BytesIO()
         img.save(buf, "PNG", **params)
-        assert plain_png(buf.getvalue())
+        assert fast(buf.getvalue())
         np.testing.assert_array_equal(np.asarray(decode(buf.getvalue())), np.asarray(img))
     assert spng.calls == 3
 
@@ -125,18 +74,23 @@ def base() -> np.ndarray:
     return np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
 
 
+def with_ihdr_byte(at: int, value: int) -> bytes:
+    """A plain PNG whose IHDR has byte `at` (of the file) set to `value`, its CRC right."""
+    data = make_png(base(), [0] * 4)
+    body = data[16:at] + bytes([value]) + data[at + 1:29]
+    return data[:8] + chunk(b"IHDR", body) + data[33:]
+
+
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(make_png(base(), [1] * 4, chunk(b"tRNS", b"\0\0\0\0\0\0")), id="tRNS"),
-        pytest.param(make_png(base(), [1] * 4, chunk(b"eXIf", b"MM\0*")), id="eXIf"),
+        pytest.param(make_png(base(), [1] * 4, chunk(b"eXIf", b"MM\0*")), id="broken-eXIf"),
         pytest.param(make_png(base(), [1] * 4, chunk(b"acTL", b"\0\0\0\1\0\0\0\0")), id="APNG"),
-        pytest.param(
-            (lambda d: d[:24] + b"\x10" + d[25:])(make_png(base(), [0] * 4)), id="16-bit",
-        ),
-        pytest.param(
-            (lambda d: d[:28] + b"\x01" + d[29:])(make_png(base(), [0] * 4)), id="interlaced",
-        ),
+        pytest.param(with_ihdr_byte(24, 3), id="3-bit"),
+        pytest.param(with_ihdr_byte(25, 1), id="colour-type-1"),
+        pytest.param(with_ihdr_byte(26, 1), id="compression-1"),
+        pytest.param(with_ihdr_byte(27, 1), id="filter-method-1"),
+        pytest.param(with_ihdr_byte(28, 2), id="interlace-2"),
         pytest.param(
             (lambda d: d[:-5] + bytes([d[-5] ^ 1]) + d[-4:])(make_png(base(), [0] * 4)),
             id="bad-CRC",
@@ -149,16 +103,23 @@ def base() -> np.ndarray:
         pytest.param(make_png(base(), [0] * 4)[:20], id="torn-header"),
     ],
 )
-def test_anything_but_an_intact_plain_png_is_left_to_pillow(data: bytes) -> None:
-    assert not plain_png(data)
+def test_damaged_or_unusual_pngs_are_left_to_pillow(data: bytes) -> None:
+    assert not fast(data)
 
 
 @pytest.mark.parametrize("mode", ["P", "L", "LA", "I;16", "1"])
-def test_other_png_modes_are_left_to_pillow(mode: str) -> None:
+def test_pillows_pngs_of_other_modes_take_the_fast_path_too(
+    mode: str, spng: CountingSpng,
+) -> None:
+    img = Image.effect_noise((9, 7), 80).convert(mode)
     buf = io.BytesIO()
-    Image.new(mode, (8, 8)).save(buf, "PNG")
-    assert not plain_png(buf.getvalue())
-    assert decode(buf.getvalue()).size == (8, 8)
+    img.save(buf, "PNG", **({"transparency": 3} if mode == "P" else {}))
+    ours = decode(buf.getvalue())
+    assert spng.calls == 1
+    theirs = decode_image(buf.getvalue(), max_pixels=10_000_000, target_size=32, libspng=False)
+    assert ours.mode == theirs.mode == img.mode
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    assert ours.info.get("transparency") == theirs.info.get("transparency")
 
 
 def test_damaged_pixel_data_is_refused_not_decoded_to_garbage() -> None:
@@ -166,16 +127,18 @@ def test_damaged_pixel_data_is_refused_not_decoded_to_garbage() -> None:
     data = bytearray(make_png(pixels, [4] * 64))
     idat = data.index(b"IDAT")
     data[idat + 200] ^= 0xFF  # a damaged byte in transit: the chunk's CRC no longer matches
-    assert not plain_png(bytes(data))
+    assert not fast(bytes(data))
     with pytest.raises(CorruptImageError, match="PNG image is truncated or corrupt"):
         decode(bytes(data))
 
 
-def test_corrupt_data_with_correct_crcs_is_refused_by_libspng(spng: CountingSpng) -> None:
+def test_corrupt_data_with_correct_crcs_is_refused_by_libspng_then_by_pillow(
+    spng: CountingSpng,
+) -> None:
     ihdr = struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)
     data = (SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"not zlib at all")
             + chunk(b"IEND", b""))
-    assert plain_png(data)
+    assert fast(data)
     with pytest.raises(CorruptImageError, match="PNG image is truncated or corrupt"):
         decode(data)
     assert spng.calls == 1
@@ -184,7 +147,7 @@ def test_corrupt_data_with_correct_crcs_is_refused_by_libspng(spng: CountingSpng
 def png_of(side: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (side, side), (9, 8, 7)).save(buf, "PNG", compress_level=1)
-    assert plain_png(buf.getvalue())
+    assert fast(buf.getvalue())
     return buf.getvalue()
 
 
@@ -197,6 +160,23 @@ def test_only_pngs_within_the_size_range_go_to_libspng(
     side: int, by_spng: bool, spng: CountingSpng,
 ) -> None:
     assert decode(png_of(side)).getpixel((0, 0)) == (9, 8, 7)
+    assert spng.calls == by_spng
+
+
+def black_png(width: int, height: int, depth: int, colour: int, channels: int) -> bytes:
+    row = b"\0" * (1 + width * channels * depth // 8)  # filter type 0, then zero samples
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return (SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * height))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("extra", "by_spng"), [(0, True), (1, False)], ids=["max", "over-max"])
+def test_16_bit_pngs_get_fewer_pixels_for_the_same_image_data(
+    extra: int, by_spng: bool, spng: CountingSpng,
+) -> None:
+    side = int((models.png.SPNG_MAX_BYTES // 8) ** 0.5)  # 16-bit RGBA: 8 bytes a pixel
+    data = black_png(side + extra, side, 16, 6, 4)
+    assert decode(data).getpixel((0, 0)) == (0, 0, 0, 0)
     assert spng.calls == by_spng
 
 
@@ -219,7 +199,7 @@ def test_a_png_with_exif_orientation_in_a_text_chunk_is_turned_as_pillow_turns_i
     info.add_text("Raw profile type exif", f"\nexif\n{len(raw):8d}\n{raw.hex()}\n")
     buf = io.BytesIO()
     Image.new("RGB", (48, 20), (200, 10, 10)).save(buf, "PNG", pnginfo=info)
-    assert not plain_png(buf.getvalue())
+    assert not fast(buf.getvalue())
     assert decode(buf.getvalue()).size == (20, 48)
     assert spng.calls == 0
 
