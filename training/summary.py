@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.checkpoint import CheckpointMeta
+from models.inference import TTA_MODES
 from training.calibration import expected_calibration_error, fit_temperature
 from training.engine import predict_logits
 from training.report import (
@@ -71,10 +72,12 @@ def finish_run(
         "val_ece": round(before["ece"], 4),
         "val_ece_calibrated": round(after["ece"], 4),
     }
-    if meta.tta != "off":
-        plain = predict_logits(model, val[0], **{**eval_kw, "tta": "off"})
-        meta.metrics["val_accuracy_no_tta"] = round(
-            float((plain.argmax(1) == val_labels).float().mean()), 4)
+    # The accuracy under every other TTA mode too: what serving more or fewer views would buy.
+    for mode in TTA_MODES:
+        if mode != meta.tta:
+            other = predict_logits(model, val[0], **{**eval_kw, "tta": mode})
+            key = "val_accuracy_no_tta" if mode == "off" else f"val_accuracy_tta_{mode}"
+            meta.metrics[key] = round(float((other.argmax(1) == val_labels).float().mean()), 4)
     n = len(meta.classes)
     val_counts = confusion_matrix(val_logits.argmax(1), val_labels, n)
     report: dict[str, Any] = {

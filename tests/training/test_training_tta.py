@@ -40,3 +40,21 @@ def test_a_run_with_flip_tta_records_it_and_the_accuracy_without_it(train_args, 
     assert meta.tta == "flip"
     assert 0.0 <= meta.metrics["val_accuracy_no_tta"] <= 1.0
     assert "flip TTA" in summary["lines"][0]
+    assert 0.0 <= meta.metrics["val_accuracy_tta_multicrop"] <= 1.0
+    assert "val_accuracy_tta_flip" not in meta.metrics  # that one is val_accuracy itself
+
+
+def test_resuming_a_finished_run_with_another_tta_recalibrates_it_for_that_tta(
+        train_args, tmp_path):
+    run.main(run.get_args_parser().parse_args(train_args("--epochs", "1", "--tta", "multicrop")))
+    first = load_checkpoint(tmp_path / "model.pt")
+    run.main(run.get_args_parser().parse_args(
+        ["--resume", str(tmp_path / "model.state.pt"), "--tta", "flip", "--no-progress"]))
+    again = load_checkpoint(tmp_path / "model.pt")
+    assert (first.meta.tta, again.meta.tta) == ("multicrop", "flip")
+    for key, value in first.model.state_dict().items():  # the same weights, not retrained
+        assert torch.equal(value, again.model.state_dict()[key]), key
+    # Each run measured the other's mode as well: the two views of one model agree.
+    assert again.meta.metrics["val_accuracy"] == first.meta.metrics["val_accuracy_tta_flip"]
+    assert again.meta.metrics["val_accuracy_tta_multicrop"] == first.meta.metrics["val_accuracy"]
+    assert again.meta.training["train_seconds"] == first.meta.training["train_seconds"]

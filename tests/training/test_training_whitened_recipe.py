@@ -22,7 +22,7 @@ def test_the_recipe_is_airbenchs_in_pytorchs_terms() -> None:
     args = parse("--arch", "whitened_vgg")
     assert (args.batch_size, args.momentum, args.label_smoothing) == (1024, 0.85, 0.2)
     assert (args.schedule, args.tta, args.flip_mode, args.pad_mode) == (
-        "triangle", "multicrop", "alternate", "reflect")
+        "triangle", "flip", "alternate", "reflect")
     # lr 10 per 1,024 images with a summed loss, Nesterov 0.85 → mean-loss lr 10 / 7.67.
     assert args.lr == pytest.approx(10 / (1 + 1 / 0.15), rel=1e-2)
     # Decoupled decay 0.0153 per 1,024 images / 7.67, then divided by lr (SGD multiplies).
@@ -100,7 +100,7 @@ def test_resuming_the_recipe_equals_a_straight_run(train_args, tmp_path) -> None
     resumed = load_checkpoint(tmp_path / "resumed.pt")
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
-    assert straight.meta.tta == "multicrop"
+    assert straight.meta.tta == "flip"
     assert straight.meta.metrics == resumed.meta.metrics
     assert [h["epoch"] for h in resumed_history(tmp_path)] == [1, 2, 3]
 
