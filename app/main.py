@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from app.http.errors import install_error_handlers
 from app.http.middleware import RequestContextMiddleware, UploadGuardMiddleware
+from app.http.openapi import install_openapi
 from app.http.routes import health, metrics, model, predict, ui, v2
-from app.http.security import document_api_key
 from app.http.v2_errors import V2ErrorBodies
 from app.lifespan import QuietStartupFailure, lifespan
 from app.observability import Metrics
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The routes themselves, for labelling requests the middleware refuses before routing:
     # FastAPI keeps included routers in a wrapper that does not match a scope by itself.
     app.state.api_routes = [route for router in routers for route in router.routes]
-    document_api_key(app)
+    install_openapi(app)
     app.add_middleware(UploadGuardMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.add_middleware(V2ErrorBodies)  # outside the others: reshapes their errors on /v2

@@ -1,8 +1,8 @@
 """The optional API key on /predict* and the Open Inference Protocol's /v2/models/…/infer:
 `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 
-The upload guard middleware checks it before the body is read; `document_api_key` puts the
-schemes into /docs.
+The upload guard middleware checks it before the body is read; app/http/openapi.py declares
+these schemes in /openapi.json, on the routes `needs_api_key` names, while a key is set.
 """
 
 from __future__ import annotations
@@ -10,18 +10,10 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.encoders import jsonable_encoder
-from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.datastructures import Headers
 
 UNAUTHORIZED_DETAIL = (
     "missing or wrong API key; send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`"
-)
-
-_bearer = HTTPBearer(auto_error=False, description="the API key, when one is configured")
-_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="the API key, when one is configured"
 )
 
 
@@ -46,28 +38,10 @@ def api_key_matches(headers: Headers, expected: str) -> bool:
     return any(results)
 
 
-API_KEY_SCHEMES = {"HTTPBearer": _bearer, "APIKeyHeader": _key_header}
-
-
-def document_api_key(app: FastAPI) -> None:
-    """Show the API key schemes in /openapi.json and /docs for the routes that need one.
-
-    The check itself is UploadGuardMiddleware's, before the body is read. It used to be a
-    router dependency as well, but FastAPI resolves `Security(...)` dependencies on every
-    request, and with three of them that was over a tenth of a tiny prediction's CPU time.
-    """
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-            for name, scheme in API_KEY_SCHEMES.items():
-                schemes[name] = jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
-            for path, operations in schema.get("paths", {}).items():
-                if needs_api_key(path):
-                    for operation in operations.values():
-                        operation["security"] = [{name: []} for name in API_KEY_SCHEMES]
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+# Either one will do (OpenAPI security schemes, by name).
+API_KEY_SCHEMES: dict[str, dict[str, Any]] = {
+    "HTTPBearer": {"type": "http", "scheme": "bearer",
+                   "description": "`Authorization: Bearer <key>`"},
+    "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                     "description": "`X-API-Key: <key>`"},
+}

@@ -41,7 +41,11 @@ class Server:
         self.log: list[str] = []
         self.pump = threading.Thread(target=self._pump, daemon=True)
         self.pump.start()
-        self.url = self._wait_for_url(deadline=time.monotonic() + 60)
+        try:
+            self.url = self._wait_for_url(deadline=time.monotonic() + 60)
+        except BaseException:
+            self.close()  # nobody else holds the process to end it
+            raise
         self.port = int(self.url.rsplit(":", 1)[1])
 
     def _pump(self) -> None:

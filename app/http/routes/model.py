@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.http.dependencies import ServiceDep
+from app.http.responses import MODEL_INFO
 from app.http.schemas import ModelInfo
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/model", response_model=ModelInfo, summary="The served checkpoint's metadata")
+@router.get("/model", response_model=ModelInfo, responses=MODEL_INFO,
+            summary="The served checkpoint's metadata")
 async def model_info(service: ServiceDep) -> ModelInfo:
     predictor = service.predictor
     return ModelInfo(

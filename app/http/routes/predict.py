@@ -22,8 +22,9 @@ from app.http.dependencies import metrics_of, service_of, settings_of
 from app.http.disconnect import unless_disconnected
 from app.http.errors import PayloadTooLargeError
 from app.http.multipart import Part, TooManyPartsError, boundary_of, parse
+from app.http.responses import PREDICT
 from app.http.routes.direct import DirectRoute
-from app.http.schemas import BatchPrediction, ErrorBody, Prediction
+from app.http.schemas import BatchPrediction, Prediction
 from app.inference.predictor import Predictor
 from app.inference.service import InferenceService, Scored
 from app.observability import Metrics
@@ -31,31 +32,17 @@ from app.settings import Settings
 from models.images import ACCEPTED
 
 # No router dependencies: see app/http/dependencies.py. The API key is checked by
-# UploadGuardMiddleware and documented by app.http.security.document_api_key. The endpoints are
+# UploadGuardMiddleware and documented by app/http/openapi.py. The endpoints are
 # called directly, without FastAPI's per-request handler: see app/http/routes/direct.py.
 router = APIRouter(tags=["predict"], route_class=DirectRoute)
 
-
-def _err(description: str) -> dict[str, Any]:
-    return {"model": ErrorBody, "description": description}
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _err("empty, truncated or corrupt image"),
-    401: _err("API key configured and missing or wrong"),
-    413: _err("over the byte limit, the pixel limit, or too many files"),
-    415: _err(f"not an image, or not one of {ACCEPTED}"),
-    422: _err("missing multipart field, or top_k out of range"),
-    503: _err("queue full (with Retry-After) or inference worker down"),
-    504: _err("no result within the request timeout"),
-}
 
 TOP_K_PARAMETER = {
     "name": "top_k", "in": "query", "required": False,
     "schema": {"type": "integer", "minimum": 1, "title": "Top K"},
     "description": "how many classes to list in top_k, 1 … number of classes "
                    "(default: CNN_SERVE_DEFAULT_TOP_K)",
-}
+}  # its maximum, the served model's number of classes, is added by app/http/openapi.py
 _TOP_K = TypeAdapter(Annotated[int, Field(ge=1)])  # what Query(ge=1) on an int checked
 
 
@@ -83,18 +70,22 @@ def _top_k(request: Request, settings: Settings, predictor: Predictor) -> int:
 EXTRA_PARTS = 16
 
 
+# The part's Content-Type is not read: an image is recognised by its content.
+IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/webp, image/gif, image/bmp, image/tiff"
+
+
 def _openapi(field: str, description: str, many: bool) -> dict[str, Any]:
-    """OpenAPI for the `top_k` parameter and a multipart body with one file field (the routes
-    read both themselves, so FastAPI cannot infer them)."""
-    schema: dict[str, Any] = {"type": "string", "format": "binary",
-                              "contentMediaType": "application/octet-stream",
-                              "description": description}
+    """OpenAPI for the `top_k` parameter and a multipart body with one required file field
+    (the routes read both themselves, so FastAPI cannot infer them). The most files a batch
+    takes is a setting: app/http/openapi.py adds it as `maxItems`."""
+    schema: dict[str, Any] = {"type": "string", "format": "binary", "description": description}
     if many:
-        schema = {"type": "array", "items": schema, "description": description}
+        schema = {"type": "array", "items": schema, "minItems": 1, "description": description}
     return {"parameters": [TOP_K_PARAMETER],
-            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": [field], "properties": {field: schema},
-            }}}}}
+            "requestBody": {"required": True, "content": {"multipart/form-data": {
+                "schema": {"type": "object", "required": [field], "properties": {field: schema}},
+                "encoding": {field: {"contentType": IMAGE_MEDIA_TYPES}},
+            }}}}
 
 
 async def _uploads(request: Request, field: str, max_parts: int) -> list[Part]:
@@ -155,7 +146,7 @@ async def _classify(
 
 
 @router.post(
-    "/predict", response_model=Prediction, responses=ERROR_RESPONSES,
+    "/predict", response_model=Prediction, responses=PREDICT,
     summary="Classify one image",
     description=f"Multipart field `file`: one {ACCEPTED} image, recognised by its content.",
     openapi_extra=_openapi("file", f"one image: {ACCEPTED}", many=False),
@@ -170,7 +161,7 @@ async def predict(request: Request) -> Response:
 
 
 @router.post(
-    "/predict/batch", response_model=BatchPrediction, responses=ERROR_RESPONSES,
+    "/predict/batch", response_model=BatchPrediction, responses=PREDICT,
     summary="Classify several images",
     description="Repeated multipart field `files`; predictions come back in upload order. "
                 "One bad image fails the whole request, naming the file.",

@@ -16,12 +16,21 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.http import v2_model
+from app.http import responses, v2_model
 from app.http.dependencies import metrics_of, service_of, settings_of
 from app.http.disconnect import unless_disconnected
 from app.http.routes.direct import DirectRoute
 from app.http.v2_codec import HEADER_LENGTH, ProtocolError, encode_response, parse_request
 from app.http.v2_errors import V2_PREFIX, v2_error
+from app.http.v2_schemas import (
+    InferResponse,
+    ModelMetadata,
+    ModelReady,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+    infer_openapi,
+)
 from app.inference.predictor import Predictor
 from models.images import ImageError, ImageTooLargeError
 
@@ -42,13 +51,14 @@ def _predictor(request: Request, name: str, version: str | None) -> Predictor:
     return predictor
 
 
-@router.get("", summary="Server metadata")
+@router.get("", summary="Server metadata", response_model=ServerMetadata)
 async def server_metadata(request: Request) -> Response:
     app = request.app
     return _json({"name": app.title, "version": app.version, "extensions": EXTENSIONS})
 
 
-@router.get("/health/live", summary="Is the server live?",
+@router.get("/health/live", summary="Is the server live?", response_model=ServerLive,
+            responses=responses.V2_SERVER_LIVE,
             description="200 unless the inference worker has crashed or hangs (503).")
 async def server_live(request: Request) -> Response:
     service = getattr(request.app.state, "service", None)
@@ -64,7 +74,8 @@ def _readiness(request: Request) -> str | None:
     return "the model is not loaded" if service is None else service.problem()
 
 
-@router.get("/health/ready", summary="Is the server ready?",
+@router.get("/health/ready", summary="Is the server ready?", response_model=ServerReady,
+            responses=responses.V2_SERVER_READY,
             description="As /healthz: 200 when the model is loaded and the inference worker "
                         "serves; 503 with the reason otherwise.")
 async def server_ready(request: Request) -> Response:
@@ -82,12 +93,14 @@ async def _model_metadata(request: Request, name: str, version: str | None) -> R
     return _json(v2_model.metadata(predictor))
 
 
-@router.get(MODEL, summary="Model metadata")
+@router.get(MODEL, summary="Model metadata", response_model=ModelMetadata,
+            responses=responses.V2_MODEL)
 async def model_metadata(request: Request, name: str) -> Response:
     return await _model_metadata(request, name, None)
 
 
-@router.get(VERSION, summary="Model metadata, of one version")
+@router.get(VERSION, summary="Model metadata, of one version", response_model=ModelMetadata,
+            responses=responses.V2_MODEL)
 async def model_version_metadata(request: Request, name: str, version: str) -> Response:
     return await _model_metadata(request, name, version)
 
@@ -103,39 +116,27 @@ async def _model_ready(request: Request, name: str, version: str | None) -> Resp
     return _json({"name": name, "ready": True})
 
 
-@router.get(MODEL + "/ready", summary="Is the model ready?")
+@router.get(MODEL + "/ready", summary="Is the model ready?", response_model=ModelReady,
+            responses=responses.V2_MODEL_READY)
 async def model_ready(request: Request, name: str) -> Response:
     return await _model_ready(request, name, None)
 
 
-@router.get(VERSION + "/ready", summary="Is this version of the model ready?")
+@router.get(VERSION + "/ready", summary="Is this version of the model ready?",
+            response_model=ModelReady, responses=responses.V2_MODEL_READY)
 async def model_version_ready(request: Request, name: str, version: str) -> Response:
     return await _model_ready(request, name, version)
 
 
-INFER_OPENAPI = {
-    "parameters": [
-        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-        {"name": HEADER_LENGTH, "in": "header", "required": False,
-         "schema": {"type": "integer"},
-         "description": "binary tensor data extension: the JSON header's length in bytes"},
-    ],
-    "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "object"}, "example": {
-            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                        "data": ["<the PNG file in base64>"]}],
-        }},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    }},
+INFER_RESPONSES = {
+    **responses.V2_INFER,
+    200: {"description": "JSON; with binary outputs, the JSON header and then their bytes",
+          "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                              "format": "binary"}}},
+          "headers": {HEADER_LENGTH: {
+              "description": "with binary outputs: the JSON header's length in bytes",
+              "schema": {"type": "integer", "minimum": 1}}}},
 }
-
-
-def _infer_openapi(with_version: bool) -> dict[str, Any]:
-    if not with_version:
-        return INFER_OPENAPI
-    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
-               "description": "the checkpoint's sha256, in full or its first 12 hex digits"}
-    return {**INFER_OPENAPI, "parameters": [*INFER_OPENAPI["parameters"], version]}
 
 
 def _image_error(exc: ImageError) -> Response:
@@ -199,5 +200,6 @@ for _path, _versioned in ((MODEL + "/infer", False), (VERSION + "/infer", True))
     router.add_api_route(
         _path, infer, methods=["POST"], route_class_override=DirectRoute,
         summary="Inference" + (", on one version" if _versioned else ""),
-        openapi_extra=_infer_openapi(_versioned),
+        response_model=InferResponse, responses=INFER_RESPONSES,
+        openapi_extra=infer_openapi(_versioned),
     )

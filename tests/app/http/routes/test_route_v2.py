@@ -438,7 +438,7 @@ def test_with_the_api_key_inference_works_and_metadata_needs_none(
 def test_the_api_key_is_documented_on_the_infer_routes_only(
     make_client: Callable[..., TestClient],
 ) -> None:
-    paths = make_client().get("/openapi.json").json()["paths"]
+    paths = make_client(api_key="s3cret-key").get("/openapi.json").json()["paths"]
     assert "security" in paths["/v2/models/{name}/infer"]["post"]
     assert "security" in paths["/v2/models/{name}/versions/{version}/infer"]["post"]
     assert "security" not in paths["/v2/models/{name}"]["get"]
