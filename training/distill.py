@@ -8,6 +8,7 @@ gradients keep their size as T changes. The teacher sees the student's own augme
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,8 +65,11 @@ class Teacher(nn.Module):
 def load_teacher(
     path: str | os.PathLike[str], device: torch.device, *, classes: list[str], input_size: int,
     mean: list[float], std: list[float], channels_last: bool,
+    held_out: dict[str, Any] | None = None,
 ) -> Teacher:
-    """The teacher of a run; refuses one whose classes or input size differ from the data's.
+    """The teacher of a run; refuses one whose classes or input size differ from the data's,
+    or, given this run's `held_out` ({"split_seed", "val_fraction"}), one that held out other
+    images: it has learnt this run's validation images, which would flatter the student.
     Raises models.checkpoint.CheckpointError for a file that cannot be loaded."""
     # BatchNorm folded: the teacher only ever runs in eval mode, and folded it is one op a layer.
     loaded = load_checkpoint(path, device=str(device), fold_bn=True)
@@ -76,7 +80,18 @@ def load_teacher(
     if meta.input_size != input_size:
         raise ValueError(f"--teacher {os.fspath(path)}: it takes {meta.input_size}px images, "
                          f"this run {input_size}px")
+    if held_out is not None:
+        theirs = {k: meta.data.get(k) for k in held_out}
+        if theirs != held_out and all(v is not None for v in theirs.values()):
+            raise ValueError(
+                f"--teacher {os.fspath(path)}: it held out other images ({_describe(theirs)}; "
+                f"this run {_describe(held_out)}), so it was trained on this run's validation "
+                "images; train the teacher with the same --split-seed and --val-fraction")
     model = loaded.model
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return Teacher(model, mean, std, meta.mean, meta.std).to(device)
+
+
+def _describe(held_out: dict[str, Any]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in held_out.items())

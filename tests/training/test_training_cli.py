@@ -17,7 +17,7 @@ from training import evaluate, predict
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("module", ["run", "predict", "evaluate", "convert"])
+@pytest.mark.parametrize("module", ["run", "predict", "evaluate", "convert", "export"])
 def test_every_command_has_help(module: str) -> None:
     result = subprocess.run([sys.executable, "-m", f"training.{module}", "--help"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)

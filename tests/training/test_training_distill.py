@@ -93,3 +93,38 @@ def test_a_teacher_with_other_classes_is_refused(train_args, tmp_path) -> None:
     argv = train_args("--teacher", str(tmp_path / "t.pt"))
     with pytest.raises(ValueError, match="classes.*differ"):
         run.main(run.get_args_parser().parse_args(argv))
+
+
+def test_a_teacher_that_held_out_other_images_is_refused(train_args, tmp_path) -> None:
+    run.main(run.get_args_parser().parse_args(
+        train_args("--epochs", "1", "--seed", "3", name="teacher")))
+    student = ("--epochs", "1", "--teacher", str(tmp_path / "teacher.pt"))
+    with pytest.raises(ValueError, match="held out other images.*split seed 3.*split seed 0"):
+        run.main(run.get_args_parser().parse_args(train_args(*student, name="s1")))
+    # The same held-out images under another init seed: accepted, and recorded as such.
+    summary = run.main(run.get_args_parser().parse_args(
+        train_args(*student, "--seed", "5", "--split-seed", "3", name="s2")))
+    assert summary["status"] == "done"
+    meta = load_checkpoint(tmp_path / "s2.pt").meta
+    assert meta.data["split_seed"] == 3 and meta.training["seed"] == 5
+
+
+def test_the_split_seed_alone_decides_which_images_are_held_out(
+        train_args, tmp_path, monkeypatch) -> None:
+    from training import data
+
+    held_out = {}
+
+    def spy(labels, fraction, seed):
+        train_idx, val_idx = data.stratified_split(labels, fraction, seed)
+        held_out[seed] = val_idx
+        return train_idx, val_idx
+
+    monkeypatch.setattr(run, "stratified_split", spy)
+    for extra, name in ((("--seed", "1", "--split-seed", "7"), "a"),
+                        (("--seed", "2", "--split-seed", "7"), "b"), (("--seed", "1"), "c")):
+        run.main(run.get_args_parser().parse_args(train_args("--epochs", "1", *extra,
+                                                             name=name)))
+    assert set(held_out) == {7, 1}  # a and b asked for the same split, c for its seed's
+    assert not torch.equal(held_out[7], held_out[1])
+    assert load_checkpoint(tmp_path / "b.pt").meta.data["split_seed"] == 7
