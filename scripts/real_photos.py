@@ -1,7 +1,8 @@
 """Each checkpoint on real photos from outside CIFAR-10: the images Python packages ship.
 
     .venv/bin/pip install scikit-image     # not a dependency of the project
-    .venv/bin/python scripts/real_photos.py models/cifar10_tutorial_cnn.pt models/cifar10_resnet9.pt
+    .venv/bin/python scripts/real_photos.py models/cifar10_tutorial_cnn.pt \
+        models/cifar10_whitened_vgg.pt
 
 Photos: scikit-image's `chelsea` (a cat; examples/cat.png is the same photo), `horse` (a
 horse's silhouette, black on white) and `rocket` (no CIFAR-10 class: the answer should be

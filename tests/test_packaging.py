@@ -52,9 +52,18 @@ def test_serving_dependencies_leave_the_train_extra_out() -> None:
     assert train >= TRAIN_ONLY
 
 
-def test_the_dev_extra_brings_the_train_extra() -> None:
+def test_the_dev_extra_brings_the_train_and_export_extras() -> None:
     dev = PROJECT["project"]["optional-dependencies"]["dev"]
-    assert f"{PROJECT['project']['name']}[train]" in dev
+    own = [d for d in dev if name(d) == PROJECT["project"]["name"]]
+    assert len(own) == 1
+    extras = {e.strip() for e in own[0].partition("[")[2].rstrip("]").split(",")}
+    assert extras == {"train", "export"}
+
+
+def test_serving_leaves_the_onnx_export_out() -> None:
+    serving = {name(d) for d in PROJECT["project"]["dependencies"]}
+    export = {name(d) for d in PROJECT["project"]["optional-dependencies"]["export"]}
+    assert export >= {"onnx", "onnxruntime"} and not serving & export
 
 
 def test_the_default_target_serves_and_the_train_target_trains() -> None:
@@ -86,7 +95,7 @@ def test_the_strong_override_names_the_installed_models_package() -> None:
     (strong,) = (c["services"]["api"] for c in compose("docker-compose.strong.yml"))
     path = PurePosixPath(strong["environment"]["MODEL_PATH"])
     assert path.parent == PurePosixPath(venv, "lib", f"python{version}", "site-packages", "models")
-    assert path.name == "cifar10_resnet9.pt"
+    assert path.name == "cifar10_whitened_vgg.pt"
     assert any(fnmatch.fnmatch(path.name, glob)
                for glob in PROJECT["tool"]["setuptools"]["package-data"]["models"])
 

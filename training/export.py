@@ -1,6 +1,6 @@
 """Export a checkpoint as an ONNX model that answers as the service does.
 
-    python -m training.export models/cifar10_resnet9.pt resnet9.onnx --triton-repo triton/
+    python -m training.export models/cifar10_whitened_vgg.pt whitened_vgg.onnx --triton-repo triton/
 
 The graph takes `pixels`, UINT8 [N, 3, S, S]: RGB before normalisation, what the service's /v2
 `pixels` input takes. It gives `probabilities`, FP32 [N, C]: softmax(logits / T), what /predict

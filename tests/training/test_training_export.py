@@ -32,7 +32,9 @@ from training.staging import WriteError
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models"
-CHECKPOINTS = ["cifar10_tutorial_cnn", "cifar10_resnet9", "whitened_vgg"]
+# Every shipped checkpoint, and a whitened VGG built here with multicrop TTA (the shipped one
+# serves flip), so all three TTA modes go through the export.
+CHECKPOINTS = [*(p.stem for p in sorted(SHIPPED.glob("*.pt"))), "multicrop_whitened_vgg"]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,8 @@ class Exported:
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
              whitened_checkpoint: Path, image_files: list[bytes]) -> Exported:
     name = request.param
-    checkpoint = whitened_checkpoint if name == "whitened_vgg" else SHIPPED / f"{name}.pt"
+    checkpoint = whitened_checkpoint if name == "multicrop_whitened_vgg" \
+        else SHIPPED / f"{name}.pt"
     out = tmp_path_factory.mktemp(name)
     assert cli([str(checkpoint), str(out / "model.onnx"), "--triton-repo", str(out / "repo")]) == 0
     predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10_000_000)
