@@ -11,11 +11,17 @@ ratio ours / baseline for every scenario. Ours and the baseline alternate scenar
     python bench/serve.py --duration 20 --rounds 2
     python bench/serve.py --scenarios png32-c32 photo-c32 --ours-env CNN_SERVE_WORKERS=1
 
-Needs `wrk` (Debian: `apt-get install wrk`). Images are made at run time in a temporary folder:
-a 32×32 PNG and a 4000×3000 JPEG (quality 90), both from examples/cat.png, which is also the
-~450×300 photo PNG. Without --checkpoint a random-weights tutorial_cnn checkpoint is written
-there too: speed does not depend on the weights. Run it on an otherwise idle machine; the load
-average is printed before and after.
+Against the limit: a third server, `bench/noop_app.py` (HTTP alone, no decode, no model), runs
+each scenario too, and before any server starts the fastest one-thread decode + resize of each
+image and the model's share of a batch of 32 are timed (bench/limits.py). The second table gives
+each scenario's limit, cores ÷ (decode + model + cores ÷ no-op req/s), and our share of it.
+
+Needs `wrk` (Debian: `apt-get install wrk`). Images are made at run time in a temporary folder,
+all from examples/cat.png: a 32×32 PNG, a 456×336 photo PNG carrying iCCP, eXIf and pHYs chunks
+as phones and editors write them, a 1600×1200 JPEG (a phone or web upload) and a 4000×3000 one
+(quality 90). Without --checkpoint a random-weights tutorial_cnn checkpoint is written there
+too: speed does not depend on the weights. Run it on an otherwise idle machine; the load average
+is printed before and after.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/serve.py` puts bench/, not the repo, first
@@ -53,18 +60,25 @@ class Scenario:
     min_ratio: float | None = None  # goal: ours / baseline requests/s
     max_p99_ms: float | None = None  # goal: our p99
     p50_no_worse: bool = False  # goal: our p50 <= the baseline's
+    min_limit_share: float | None = None  # goal: ours / the limit (bench/limits.py)
+    min_noop_share: float | None = None  # goal: ours / the HTTP no-op server's req/s
 
 
 SCENARIOS = (
     Scenario("png32-c1", "png32", 1, "32×32 PNG, 1 connection", p50_no_worse=True),
-    Scenario("png32-c32", "png32", 32, "32×32 PNG, 32 connections", 3.0, 40.0),
-    Scenario("photo-c32", "photo", 32, "451×300 PNG photo, 32 connections", 2.0),
+    Scenario("png32-c32", "png32", 32, "32×32 PNG, 32 connections", 3.0, 40.0,
+             min_noop_share=0.5),
+    Scenario("photo-c32", "photo", 32, "456×336 PNG photo, 32 connections", 2.0,
+             min_limit_share=0.85),
+    Scenario("jpeg2mp-c32", "jpeg2mp", 32, "1600×1200 JPEG, 32 connections",
+             min_limit_share=0.85),
     Scenario("jpeg12mp-c1", "jpeg", 1, "4000×3000 JPEG, 1 connection", 5.0,
              p50_no_worse=True),
-    Scenario("jpeg12mp-c4", "jpeg", 4, "4000×3000 JPEG, 4 connections", 5.0),
+    Scenario("jpeg12mp-c4", "jpeg", 4, "4000×3000 JPEG, 4 connections", 5.0,
+             min_limit_share=0.9),
 )
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
-TARGETS = ("ours", "baseline")
+TARGETS = ("ours", "baseline", "noop")
 
 
 @dataclass
@@ -85,16 +99,26 @@ class Result:
 
 # --- inputs -------------------------------------------------------------------------------------
 def make_images(folder: Path, jpeg_size: tuple[int, int] = (4000, 3000)) -> dict[str, Path]:
-    """The example photo as a 32×32 PNG, as itself (a 451×300 PNG) and as a JPEG."""
+    """The example photo as a 32×32 PNG, a 456×336 photo PNG (iCCP, eXIf, pHYs), a 1600×1200
+    JPEG and a `jpeg_size` JPEG."""
     from PIL import Image
 
-    with Image.open(PHOTO) as photo:
-        photo = photo.convert("RGB")
-        png32 = folder / "cat32.png"
-        photo.resize((32, 32), Image.Resampling.BILINEAR).save(png32, "PNG")
-        jpeg = folder / f"cat_{jpeg_size[0]}x{jpeg_size[1]}.jpg"
-        photo.resize(jpeg_size, Image.Resampling.BICUBIC).save(jpeg, "JPEG", quality=90)
-    return {"png32": png32, "photo": PHOTO, "jpeg": jpeg}
+    with Image.open(PHOTO) as original:
+        icc = original.info.get("icc_profile")
+        photo = original.convert("RGB")
+    png32 = folder / "cat32.png"
+    photo.resize((32, 32), Image.Resampling.BILINEAR).save(png32, "PNG")
+    exif = Image.Exif()
+    exif[0x0112] = 1  # Orientation: upright, as most phones write it
+    exif[0x010F], exif[0x0110] = "Example", "Phone 1"  # Make, Model
+    photo_png = folder / "cat_456x336.png"
+    photo.resize((456, 336), Image.Resampling.BICUBIC).save(
+        photo_png, "PNG", icc_profile=icc, exif=exif, dpi=(72, 72))
+    images = {"png32": png32, "photo": photo_png}
+    for key, (w, h) in (("jpeg2mp", (1600, 1200)), ("jpeg", jpeg_size)):
+        images[key] = folder / f"cat_{w}x{h}.jpg"
+        photo.resize((w, h), Image.Resampling.BICUBIC).save(images[key], "JPEG", quality=90)
+    return images
 
 
 def make_checkpoint(path: Path, arch: str = "tutorial_cnn") -> Path:
@@ -212,6 +236,13 @@ def parse_env(pairs: Sequence[str]) -> dict[str, str]:
     return env
 
 
+def our_workers(args: argparse.Namespace) -> int:
+    """How many processes our service runs with these arguments (the no-op runs as many)."""
+    from app.settings import available_cpus
+
+    return int(parse_env(args.ours_env).get("CNN_SERVE_WORKERS", available_cpus()))
+
+
 @contextmanager
 def servers(args: argparse.Namespace, checkpoint: Path, tmp: Path,
             probe: Path) -> Iterator[dict[str, Server]]:
@@ -234,6 +265,14 @@ def servers(args: argparse.Namespace, checkpoint: Path, tmp: Path,
                 [python, "-m", "uvicorn", "bench.baseline_app:app", "--host", "127.0.0.1",
                  "--port", str(port), "--workers", "1"],
                 env, port, tmp / "baseline.log",
+            )
+        if "noop" in args.targets:
+            port = free_port()
+            started["noop"] = Server(
+                "noop",
+                [python, "-m", "uvicorn", "bench.noop_app:app", "--host", "127.0.0.1",
+                 "--port", str(port), "--workers", str(our_workers(args)), "--no-access-log"],
+                base_env, port, tmp / "noop.log",
             )
         for server in started.values():
             server.wait_ready(probe)
@@ -324,18 +363,67 @@ def print_table(rows: list[tuple[Scenario, Result | None, Result | None]]) -> No
         ratio = f"{ours.rps / base.rps:.2f}×" if ours and base and base.rps else "-"
         table.append([s.name, str(s.connections), *cells(ours), *cells(base), ratio,
                       goal_text(s, ours, base)])
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for n, row in enumerate(table):
-        print("  ".join(c.ljust(w) if i in (0, len(row) - 1) else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print_aligned(table)
     for s, ours, base in rows:
         for name, r in (("ours", ours), ("baseline", base)):
             if r is not None and r.by_status:
                 print(f"  {s.name} {name}: non-2xx by status {r.by_status}")
     print("cpu = server CPU seconds per wall second (all its processes); "
           "err = connect/read/write errors and timeouts")
+
+
+def print_aligned(table: list[list[str]]) -> None:
+    """Columns padded to their widest cell; the first and last left-aligned, a rule under
+    the header."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for n, row in enumerate(table):
+        print("  ".join(c.ljust(w) if i in (0, len(row) - 1) else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_limits(chosen: list[Scenario], results: dict[tuple[str, str], list[Result]],
+                 costs: dict[str, Any]) -> None:
+    """Our req/s against each scenario's limit (bench/limits.py), where ours and the no-op
+    both ran."""
+    from bench.limits import limit_table
+
+    rows = []
+    for s in chosen:
+        ours, noop = (results.get((s.name, t)) for t in ("ours", "noop"))
+        if ours and noop:
+            rows.append({"name": s.name, "ours": median_result(ours).rps,
+                         "noop": median_result(noop).rps, "decode": costs["decode"][s.image],
+                         "min_limit_share": s.min_limit_share,
+                         "min_noop_share": s.min_noop_share})
+    if not rows:
+        return
+    print(f"\nagainst the limit: {costs['cores']} cores ÷ (fastest one-thread decode + "
+          f"resize + model share at batch 32 ({costs['precision']}) + http, where http = "
+          "cores ÷ no-op req/s)")
+    print_aligned(limit_table(rows, costs["cores"], costs["model_ms"]))
+
+
+def measure_costs(args: argparse.Namespace, chosen: list[Scenario], images: dict[str, Path],
+                  checkpoint: Path) -> dict[str, Any]:
+    """One-thread decode ms of each scenario's image (every candidate) and the model's ms per
+    image, timed before any server starts."""
+    from app.settings import available_cpus
+    from bench.limits import decode_ms, model_ms
+
+    env = parse_env(args.ours_env)
+    precision = env.get("CNN_SERVE_PRECISION", "fp32")
+    costs: dict[str, Any] = {"cores": available_cpus(), "precision": precision, "decode": {},
+                             "model_ms": model_ms(checkpoint, precision,
+                                                  env.get("CNN_SERVE_TTA"))}
+    for key in dict.fromkeys(s.image for s in chosen):
+        costs["decode"][key] = decode_ms(images[key], 32)
+        print(f"  one-thread decode + resize of {key}: " + ", ".join(
+            f"{name} {ms:.3f} ms" for name, ms in costs["decode"][key].items()), flush=True)
+    print(f"  model share at batch 32, one thread: {costs['model_ms']:.3f} ms/image",
+          flush=True)
+    return costs
 
 
 def loadavg() -> str:
@@ -374,15 +462,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                         default=list(SCENARIO_NAMES), metavar="NAME",
                         help=f"which to run, of: {', '.join(SCENARIO_NAMES)}")
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS),
-                        help="servers to measure")
+                        help="servers to measure: ours, the tutorial-grade baseline, and the "
+                             "HTTP no-op that the limit is computed from")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="checkpoint both servers load; None: random weights written to "
-                             "a temporary folder")
+                        help="checkpoint ours and the baseline load; None: random weights "
+                             "written to a temporary folder")
     parser.add_argument("--arch", default="tutorial_cnn",
                         choices=("tutorial_cnn", "resnet9", "whitened_vgg"),
                         help="architecture of the random-weights checkpoint (without "
                         "--checkpoint), served with its recipe's TTA (resnet9: flip, "
-                        "whitened_vgg: multicrop)")
+                        "whitened_vgg: flip)")
     parser.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for our service, e.g. CNN_SERVE_WORKERS=1; "
                              "repeat for several")
@@ -425,6 +514,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {key}: {path.name}, {path.stat().st_size:,} bytes")
         if args.ours_env:
             print(f"  ours with {' '.join(args.ours_env)}")
+        costs = (measure_costs(args, chosen, images, checkpoint)
+                 if {"ours", "noop"} <= set(args.targets) else None)
         running = stack.enter_context(servers(args, checkpoint, tmp, images["png32"]))
         results: dict[tuple[str, str], list[Result]] = {}
         for rnd in range(args.rounds):
@@ -444,11 +535,13 @@ def main(args: argparse.Namespace) -> int:
                           flush=True)
         rows = []
         for s in chosen:
-            ours, base = (results.get((s.name, t)) for t in TARGETS)
+            ours, base = (results.get((s.name, t)) for t in ("ours", "baseline"))
             rows.append((s, median_result(ours) if ours else None,
                          median_result(base) if base else None))
         print(f"\nload average {loadavg()} (after)")
         print_table(rows)
+        if costs:
+            print_limits(chosen, results, costs)
         if args.keep_logs:
             print(f"server logs in {tmp}")
         if args.json:
@@ -457,6 +550,7 @@ def main(args: argparse.Namespace) -> int:
                 "args": {k: str(v) for k, v in vars(args).items()},
                 "results": {f"{name}/{target}": [vars(r) for r in rs]
                             for (name, target), rs in results.items()},
+                "costs": costs,
             }, indent=2))
     return 0
 

@@ -27,12 +27,20 @@ def test_a_bad_scenario_name_lists_the_valid_ones(capsys: pytest.CaptureFixture[
 
 def test_images_are_made_at_the_sizes_the_issue_names(tmp_path: Path) -> None:
     images = serve.make_images(tmp_path)
-    with Image.open(images["png32"]) as png32, Image.open(images["jpeg"]) as jpeg:
-        assert (png32.format, png32.size) == ("PNG", (32, 32))
-        assert (jpeg.format, jpeg.size) == ("JPEG", (4000, 3000))
-    with Image.open(images["photo"]) as photo:
-        assert photo.format == "PNG" and photo.size == (451, 300)
-    assert all(p.parent == tmp_path for k, p in images.items() if k != "photo")
+    expected = {"png32": ("PNG", (32, 32)), "photo": ("PNG", (456, 336)),
+                "jpeg2mp": ("JPEG", (1600, 1200)), "jpeg": ("JPEG", (4000, 3000))}
+    for key, (kind, size) in expected.items():
+        with Image.open(images[key]) as img:
+            assert (img.format, img.size) == (kind, size), key
+    assert all(p.parent == tmp_path for p in images.values())
+
+
+def test_the_photo_png_carries_the_chunks_phones_write(tmp_path: Path) -> None:
+    data = serve.make_images(tmp_path)["photo"].read_bytes()
+    for chunk in (b"iCCP", b"eXIf", b"pHYs"):
+        assert chunk in data
+    with Image.open(serve.make_images(tmp_path)["photo"]) as photo:
+        assert photo.getexif()[0x0112] == 1  # upright: served as it is
 
 
 def test_multipart_body_carries_the_file_as_field_file(tmp_path: Path) -> None:
