@@ -12,7 +12,7 @@ from app.http.errors import install_error_handlers
 from app.http.middleware import RequestContextMiddleware, UploadGuardMiddleware
 from app.http.openapi import install_openapi
 from app.http.routes import health, metrics, model, predict, ui, v2
-from app.http.v2_errors import V2ErrorBodies
+from app.http.v2.errors import V2ErrorBodies
 from app.lifespan import QuietStartupFailure, lifespan
 from app.observability import Metrics
 from app.settings import Settings

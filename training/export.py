@@ -47,7 +47,7 @@ from training.triton_repo import LABELS, Tensor, check_name, config_pbtxt, stage
 # Opset 18: the dynamo exporter's own default in torch 2.14, run by onnxruntime 1.14 and later
 # (Triton's onnxruntime backend since 23.x). Exact GELU is Erf arithmetic in it.
 OPSET = 18
-# The names the service's /v2 uses for the same tensors (app/http/v2_model.py).
+# The names the service's /v2 uses for the same tensors (app/http/v2/model.py).
 PIXELS, PROBABILITIES, LOGITS = "pixels", "probabilities", "logits"
 # |Δprobability| allowed between onnxruntime and PyTorch on the export's own check; fp32 exports
 # of the shipped models differ by about 1e-7.

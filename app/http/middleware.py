@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.http.errors import BodyTimeoutError, PayloadTooLargeError, queue_full_response
 from app.http.security import UNAUTHORIZED_DETAIL, api_key_matches, needs_api_key
-from app.http.v2_errors import is_v2
+from app.http.v2.errors import is_v2
 from app.inference.batching import QueueFullError
 from app.observability import Metrics
 

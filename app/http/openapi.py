@@ -29,8 +29,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.http import v2_model
 from app.http.security import API_KEY_SCHEMES, needs_api_key
+from app.http.v2 import model as v2_model
 from app.inference.predictor import Predictor
 from app.settings import Settings
 

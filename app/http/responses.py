@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.http.schemas import ErrorBody
-from app.http.v2_schemas import ModelReady, ServerLive, ServerReady, V2Error
+from app.http.v2.schemas import ModelReady, ServerLive, ServerReady, V2Error
 from models.images import ACCEPTED
 
 Responses = dict[int | str, dict[str, Any]]

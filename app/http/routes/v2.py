@@ -3,9 +3,9 @@ model metadata, and inference.
 
 Inference goes the way /predict goes: the same API key and body limits (UploadGuardMiddleware,
 before the body is read), the same service (decode pool, micro-batcher, queue, timeout,
-metrics) and the same probabilities. The tensors are in app/http/v2_model.py, the body
-encoding in app/http/v2_codec.py. Every error is `{"error": "..."}`: written here, or
-reshaped by app/http/v2_errors.py when it comes from the rest of the app.
+metrics) and the same probabilities. The tensors are in app/http/v2/model.py, the body
+encoding in app/http/v2/codec.py. Every error is `{"error": "..."}`: written here, or
+reshaped by app/http/v2/errors.py when it comes from the rest of the app.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.http import responses, v2_model
+from app.http import responses
 from app.http.dependencies import metrics_of, service_of, settings_of
 from app.http.disconnect import unless_disconnected
 from app.http.routes.direct import DirectRoute
-from app.http.v2_codec import HEADER_LENGTH, ProtocolError, encode_response, parse_request
-from app.http.v2_errors import V2_PREFIX, v2_error
-from app.http.v2_schemas import (
+from app.http.v2 import model as v2_model
+from app.http.v2.codec import HEADER_LENGTH, ProtocolError, encode_response, parse_request
+from app.http.v2.errors import V2_PREFIX, v2_error
+from app.http.v2.schemas import (
     InferResponse,
     ModelMetadata,
     ModelReady,

@@ -1,4 +1,4 @@
-"""app/http/v2_codec.py: Open Inference Protocol request and response bodies, JSON and binary."""
+"""app/http/v2/codec.py: Open Inference Protocol request and response bodies, JSON and binary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from app.http.v2_codec import (
+from app.http.v2.codec import (
     InputTensor,
     OutputTensor,
     ProtocolError,

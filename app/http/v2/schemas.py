@@ -1,7 +1,7 @@
 """The bodies of the Open Inference Protocol routes (/v2), for /docs and /openapi.json.
 
 The handlers in app/http/routes/v2.py read the inference request and write their JSON
-themselves (v2_codec.py, orjson); the models and schemas here only describe them, as the
+themselves (codec.py, orjson); the models and schemas here only describe them, as the
 protocol defines them, with what this service puts in.
 """
 
@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.http.v2_codec import HEADER_LENGTH
+from app.http.v2.codec import HEADER_LENGTH
 
 
 class V2Error(BaseModel):
-    """Every error on /v2, whoever wrote it (app/http/v2_errors.py)."""
+    """Every error on /v2, whoever wrote it (app/http/v2/errors.py)."""
 
     error: str = Field(description="what was wrong and what is accepted")
     request_id: str | None = Field(None, description="for 5xx: quote it when reporting")
@@ -78,7 +78,7 @@ def _names(*names: str) -> dict[str, Any]:
     return {"type": "string", "enum": list(names)}
 
 
-# The inference request, which the handler parses itself (app/http/v2_codec.py), so it is
+# The inference request, which the handler parses itself (app/http/v2/codec.py), so it is
 # written out here rather than as a model. With the binary tensor data extension the body is
 # this JSON followed by the tensors' bytes (application/octet-stream).
 INFER_REQUEST: dict[str, Any] = {

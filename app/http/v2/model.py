@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from app.http.v2_codec import (
+from app.http.v2.codec import (
     BYTES,
     NUMERIC,
     InferRequest,
