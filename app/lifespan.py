@@ -39,7 +39,7 @@ def _limits(settings: Settings) -> ServiceLimits:
         queue_capacity=settings.queue_capacity,
         request_timeout_s=settings.request_timeout_s,
         decode_threads=settings.decode_threads,
-        inline_decode_max_bytes=settings.inline_decode_max_bytes,
+        inline_decode_max_bytes=settings.inline_decode_bytes,
         inline_when_idle_max_s=settings.inline_when_idle_max_ms / 1000,
     )
 

@@ -1,12 +1,12 @@
 """The running inference machinery: predictor, decode threads, micro-batcher, limits.
 
 `classify(images)` is what a request handler awaits: admit (or fail fast when full), queue
-each image for the micro-batcher, all under one deadline. Large uploads are decoded in the
-decode pool first and queued as tensors; small ones (up to `inline_decode_max_bytes`) are
-queued as bytes and decoded by the inference thread as part of their batch. A 32×32 PNG
-decodes in well under 0.1 ms, less than the round trip through a thread pool costs the event
-loop, and it saves a second thread wake-up per request; big photos still decode in parallel,
-off the inference thread. Plain exceptions come out; the HTTP layer maps them to status codes.
+each image for the micro-batcher, all under one deadline. Uploads up to
+`inline_decode_max_bytes` are queued as bytes and decoded by the inference thread as part of
+their batch: that saves the round trip through the decode pool, two thread wake-ups per
+request. With a worker process per CPU that is every upload (the other workers already use
+the other cores); on a GPU, large uploads decode in the pool, beside the model, and are queued
+as tensors. Plain exceptions come out; the HTTP layer maps them to status codes.
 
 Idle fast path: when a request with one small image (bytes, at most INLINE_MAX_SIDE² pixels
 by its header) finds this process with nothing else to do, the event loop runs its decode

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import app.settings as settings_module
 from app.settings import Settings, SettingsError, available_cpus, load_settings, unknown_variables
@@ -99,6 +100,30 @@ def test_workers_default_to_one_per_available_cpu_on_cpu(
     assert Settings(device="cpu").workers is None
     assert Settings(device="cpu").worker_count == 3
     assert Settings(device="cpu", workers=5).worker_count == 5
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [({}, 10 * 1024 * 1024),  # a worker per CPU: every upload (max_upload_bytes)
+     ({"max_upload_bytes": 1000}, 1000),
+     ({"workers": 4}, 10 * 1024 * 1024),
+     ({"workers": 2}, 32 * 1024),  # cores to spare: decode threads run beside the model
+     ({"inline_decode_max_bytes": 0}, 0),
+     ({"workers": 1, "inline_decode_max_bytes": 5000}, 5000)],
+)
+def test_uploads_are_decoded_in_the_inference_thread_when_each_cpu_has_a_worker(
+    monkeypatch: pytest.MonkeyPatch, settings: dict, expected: int,
+) -> None:
+    monkeypatch.setattr(settings_module, "available_cpus", lambda: 3)
+    assert Settings(device="cpu", **settings).inline_decode_bytes == expected
+
+
+def test_a_gpu_process_decodes_large_uploads_beside_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(device="cpu")
+    monkeypatch.setattr(settings_module, "resolve_device", lambda _: torch.device("cuda"))
+    assert settings.inline_decode_bytes == 32 * 1024
 
 
 @pytest.mark.parametrize(

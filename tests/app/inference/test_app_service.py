@@ -12,11 +12,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
-from app_support import ModelGate, png, wait_until
+from app_support import ModelGate, encode, png, wait_until
 from fastapi.testclient import TestClient
+from PIL import Image
 
+import app.settings as settings_module
 from app.inference.service import InferenceService
 
 
@@ -279,6 +282,23 @@ def test_uploads_are_decoded_inline_or_in_the_pool_by_size(
     files = [("files", (f"{i}.png", png(color=(i, 9, 9)), "image/png")) for i in range(3)]
     assert client.post("/predict/batch", files=files).status_code == 200
     assert len(names) == 3 and all(n.startswith(expected) for n in names), names
+
+
+@pytest.mark.parametrize(("workers", "expected"), [(None, "inference"), (1, "decode")],
+                         ids=["a-worker-per-cpu", "cores-to-spare"])
+def test_a_photo_sized_upload_is_decoded_where_the_default_says(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch,
+    workers: int | None, expected: str,
+) -> None:
+    monkeypatch.setattr(settings_module, "available_cpus", lambda: 2)
+    client = make_client(device="cpu", workers=workers)
+    names = _decoding_threads(client, monkeypatch)
+    noise = np.random.default_rng(0).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    photo = encode(Image.fromarray(noise), "PNG")
+    assert len(photo) > 32 * 1024  # over the 32 KiB the other case keeps for the pool
+    assert client.post("/predict", files={"file": ("p.png", photo, "image/png")}) \
+        .status_code == 200
+    assert len(names) == 1 and names[0].startswith(expected), names
 
 
 @pytest.mark.parametrize("inline_max", [10**6, 0])
