@@ -1,8 +1,11 @@
 """What the machine can physically do for one upload: the limit bench/serve.py measures us by.
 
-    limit (req/s) = cores ÷ (fastest decode + resize of the file, one thread
-                             + the model's share of a batch of 32, one thread
-                             + one request's HTTP cost: cores ÷ the no-op server's req/s)
+    limit (req/s) = n ÷ (fastest decode + resize of the file, one thread
+                         + the model's share of a batch of 32, one thread
+                         + one request's HTTP cost: n ÷ the no-op server's req/s)
+
+where n is the number of cores, or of connections when fewer (one connection keeps one core
+busy at most).
 
 The decode candidates give the picture our service feeds the network: the same Pillow resize,
 and for JPEG the same DCT-scaled draft (to 8× the input size); libspng and torchvision
@@ -120,14 +123,16 @@ def share_goal(share: float, goal: float | None, what: str) -> str:
 
 
 def limit_table(rows: list[dict], cores: int, model: float) -> list[list[str]]:
-    """One row per scenario: each dict has name, ours and noop (req/s), decode ({candidate:
-    ms}), and the goals min_limit_share / min_noop_share (or None)."""
+    """One row per scenario: each dict has name, connections, ours and noop (req/s), decode
+    ({candidate: ms}), and the goals min_limit_share / min_noop_share (or None). With fewer
+    connections than cores, only that many requests can run at once: they are the cores."""
     table = [["scenario", "noop req/s", "http ms", "decode ms (fastest)", "ours decode ms",
               "model ms", "limit req/s", "ours req/s", "ours/limit", "ours/noop", "goal"]]
     for row in rows:
+        busy = min(cores, row["connections"])
         fastest = min(row["decode"], key=row["decode"].get)
-        decode, http = row["decode"][fastest], cores * 1000 / row["noop"]
-        limit = limit_rps(cores, decode, model, http)
+        decode, http = row["decode"][fastest], busy * 1000 / row["noop"]
+        limit = limit_rps(busy, decode, model, http)
         share, noop_share = row["ours"] / limit, row["ours"] / row["noop"]
         goals = [share_goal(share, row["min_limit_share"], "limit"),
                  share_goal(noop_share, row["min_noop_share"], "noop")]

@@ -14,7 +14,8 @@ ratio ours / baseline for every scenario. Ours and the baseline alternate scenar
 Against the limit: a third server, `bench/noop_app.py` (HTTP alone, no decode, no model), runs
 each scenario too, and before any server starts the fastest one-thread decode + resize of each
 image and the model's share of a batch of 32 are timed (bench/limits.py). The second table gives
-each scenario's limit, cores ÷ (decode + model + cores ÷ no-op req/s), and our share of it.
+each scenario's limit, n ÷ (decode + model + n ÷ no-op req/s) with n the cores (or the
+connections, if fewer), and our share of it.
 
 Needs `wrk` (Debian: `apt-get install wrk`). Images are made at run time in a temporary folder,
 all from examples/cat.png: a 32×32 PNG, a 456×336 photo PNG carrying iCCP, eXIf and pHYs chunks
@@ -270,8 +271,8 @@ def servers(args: argparse.Namespace, checkpoint: Path, tmp: Path,
             port = free_port()
             started["noop"] = Server(
                 "noop",
-                [python, "-m", "uvicorn", "bench.noop_app:app", "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", str(our_workers(args)), "--no-access-log"],
+                [python, "-m", "bench.noop_app", "--port", str(port),
+                 "--workers", str(our_workers(args))],
                 base_env, port, tmp / "noop.log",
             )
         for server in started.values():
@@ -393,15 +394,16 @@ def print_limits(chosen: list[Scenario], results: dict[tuple[str, str], list[Res
     for s in chosen:
         ours, noop = (results.get((s.name, t)) for t in ("ours", "noop"))
         if ours and noop:
-            rows.append({"name": s.name, "ours": median_result(ours).rps,
+            rows.append({"name": s.name, "connections": s.connections,
+                         "ours": median_result(ours).rps,
                          "noop": median_result(noop).rps, "decode": costs["decode"][s.image],
                          "min_limit_share": s.min_limit_share,
                          "min_noop_share": s.min_noop_share})
     if not rows:
         return
-    print(f"\nagainst the limit: {costs['cores']} cores ÷ (fastest one-thread decode + "
-          f"resize + model share at batch 32 ({costs['precision']}) + http, where http = "
-          "cores ÷ no-op req/s)")
+    print(f"\nagainst the limit: n ÷ (fastest one-thread decode + resize + model share at "
+          f"batch 32 ({costs['precision']}) + http), where http = n ÷ no-op req/s and n = the "
+          f"cores ({costs['cores']}) or the connections if fewer")
     print_aligned(limit_table(rows, costs["cores"], costs["model_ms"]))
 
 

@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -81,8 +82,8 @@ def _die_with(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _serve(host: str, port: int, options: dict[str, Any], parent_pid: int,
-           channel: socket.socket | None) -> None:
+def serve_process(host: str, port: int, options: dict[str, Any], parent_pid: int,
+                  channel: socket.socket | None) -> None:
     """One worker process, one uvicorn server: on its own socket on the shared port, or
     serving the connections the supervisor deals to it over `channel`."""
     _die_with(parent_pid)
@@ -98,8 +99,10 @@ def _clean(exitcode: int | None) -> bool:
 
 class Supervisor:
     def __init__(self, host: str, port: int, workers: int, stop_timeout_s: float,
-                 options: dict[str, Any], dealer: Dealer | None = None) -> None:
+                 options: dict[str, Any], dealer: Dealer | None = None,
+                 target: Callable[..., None] = serve_process) -> None:
         self.host, self.port, self.options = host, port, options
+        self.target = target  # what each worker process runs: serve_process's signature
         self.dealer = dealer
         self.stop_timeout_s = stop_timeout_s
         self._spawn = multiprocessing.get_context("spawn")
@@ -121,7 +124,7 @@ class Supervisor:
         if self.dealer is not None:
             ours, theirs = channel_pair()
         proc = self._spawn.Process(
-            target=_serve, args=(self.host, self.port, self.options, os.getpid(), theirs),
+            target=self.target, args=(self.host, self.port, self.options, os.getpid(), theirs),
             name=f"worker-{slot}",
         )
         # The worker starts with SIGHUP blocked (the mask survives fork and exec) until
@@ -255,10 +258,11 @@ class Supervisor:
 
 
 def run(host: str, port: int, workers: int, stop_timeout_s: float = 30.0, deal: bool = True,
-        **options: Any) -> int:
+        target: Callable[..., None] = serve_process, **options: Any) -> int:
     """Serve the app from `workers` processes; returns the exit status for the supervisor.
     `deal`: the supervisor accepts every connection and deals it to the workers in turn
-    (app/server/dealer.py); otherwise each worker listens on its own SO_REUSEPORT socket."""
+    (app/server/dealer.py); otherwise each worker listens on its own SO_REUSEPORT socket.
+    `target` runs in each worker process (bench/noop_app.py serves another app with it)."""
     config = uvicorn.Config(APP, **options)
     config.configure_logging()
     reserved = reuseport_socket(host, port)  # holds the port, and resolves port 0
@@ -273,7 +277,7 @@ def run(host: str, port: int, workers: int, stop_timeout_s: float = 30.0, deal: 
         metrics_dir = tempfile.mkdtemp(prefix="cnn-serve-metrics-")
         os.environ[METRICS_DIR_VARIABLE] = metrics_dir  # inherited by the workers
     try:
-        return Supervisor(host, port, workers, stop_timeout_s, options, dealer).run()
+        return Supervisor(host, port, workers, stop_timeout_s, options, dealer, target).run()
     finally:
         reserved.close()
         if metrics_dir is not None:

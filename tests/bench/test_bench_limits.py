@@ -17,7 +17,7 @@ def test_limit_is_the_cores_over_the_summed_costs() -> None:
 
 
 def test_limit_table_takes_the_fastest_decode_and_the_noop_http_cost() -> None:
-    row = {"name": "photo-c32", "ours": 400.0, "noop": 4000.0,
+    row = {"name": "photo-c32", "connections": 32, "ours": 400.0, "noop": 4000.0,
            "decode": {"ours": 3.0, "pillow": 2.5}, "min_limit_share": 0.85,
            "min_noop_share": None}
     header, cells = limits.limit_table([row], cores=2, model=0.5)
@@ -28,6 +28,15 @@ def test_limit_table_takes_the_fastest_decode_and_the_noop_http_cost() -> None:
     assert values["limit req/s"] == "571"
     assert values["ours/limit"] == "70%" and values["ours/noop"] == "10%"
     assert values["goal"] == "limit≥85% MISSED"
+
+
+def test_one_connection_is_limited_to_one_core() -> None:
+    row = {"name": "jpeg12mp-c1", "connections": 1, "ours": 80.0, "noop": 1000.0,
+           "decode": {"ours": 10.0}, "min_limit_share": None, "min_noop_share": None}
+    header, cells = limits.limit_table([row], cores=2, model=0.5)
+    values = dict(zip(header, cells, strict=True))
+    # one request at a time: http = 1 × 1000 / 1000 = 1 ms; limit = 1000 / 11.5 = 87 req/s.
+    assert (values["http ms"], values["limit req/s"]) == ("1.000", "87")
 
 
 @pytest.mark.parametrize(("share", "goal", "expected"), [
