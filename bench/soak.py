@@ -4,7 +4,7 @@ Each scenario starts our service (`python -m app`, as deployed) on a free port w
 random-weights checkpoint (or --checkpoint), does its worst to it, and prints what happened:
 
   sustained       --duration s at --connections connections of mixed uploads (32×32 PNGs, the
-                  451×300 photo PNG, a 1600×1066 JPEG), driven by wrk: req/s, p50/p99, errors,
+                  456×336 EXIF photo PNG, a 1600×1066 JPEG), driven by wrk: req/s, p50/p99, errors,
                   non-2xx; the RSS of all server processes every second, and its growth after
                   the warm-up.
   overload        --overload-connections connections against a queue of --overload-queue images
