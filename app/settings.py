@@ -216,7 +216,7 @@ class Settings(BaseSettings):
         """`inline_decode_max_bytes`, or its default. With a worker process per CPU, decode
         threads add no parallelism that the other workers do not already use, only two
         thread hops per request: decoding in the inference thread served a 456×336 photo
-        PNG at 1.15× and a 1600×1200 JPEG at 1.22× the req/s (docs/performance.md). A GPU
+        PNG at 1.14× and a 1600×1200 JPEG at 1.15× the req/s (docs/performance.md). A GPU
         process, or one with cores to spare, decodes beside the model instead."""
         if self.inline_decode_max_bytes is not None:
             return self.inline_decode_max_bytes
