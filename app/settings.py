@@ -25,7 +25,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models import DEFAULT_CHECKPOINT
 from models.devices import resolve_device
-from models.images import PILLOW_PIXEL_CEILING, SPNG_MAX_PIXELS
+from models.images import PILLOW_PIXEL_CEILING
+from models.png import SPNG_MAX_PIXELS
 
 ENV_PREFIX = "CNN_SERVE_"
 MiB = 1024 * 1024

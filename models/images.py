@@ -14,11 +14,9 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import pyspng as pyspng  # re-exported: tests reach libspng as models.images.pyspng
 from PIL import Image, ImageOps  # Image loads PIL._imaging, and with it Pillow's libtiff
 
 from models.png import PNG_SIGNATURE, decode_png
-from models.png import SPNG_MAX_PIXELS as SPNG_MAX_PIXELS  # re-exported: app/settings.py
 
 # Recognised by content, never by name or Content-Type. Formats whose decoders run external
 # programs (EPS through Ghostscript) or parse documents (PDF, SVG) are never even tried.

@@ -14,13 +14,8 @@ from PIL import Image, PngImagePlugin
 from png_corpus import SIGNATURE, CountingSpng, chunk, make_png
 
 import models.png
-from models.images import (
-    SPNG_MAX_PIXELS,
-    CorruptImageError,
-    ImageTooLargeError,
-    decode_image,
-)
-from models.png import inspect_png
+from models.images import CorruptImageError, ImageTooLargeError, decode_image
+from models.png import SPNG_MAX_PIXELS, inspect_png
 from models.preprocess import decode_to_uint8, image_to_uint8
 
 

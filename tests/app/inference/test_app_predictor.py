@@ -9,7 +9,7 @@ import pytest
 import torch
 from app_support import FIXED_PROBABILITIES, png
 
-import models.images as images
+import models.png
 from app.inference.predictor import Predictor
 from models.images import UnsupportedImageError
 from models.preprocess import normalize
@@ -87,13 +87,13 @@ def test_the_predictor_uses_libspng_only_when_asked(
     checkpoint: Path, libspng: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[str] = []
-    real_load = images.pyspng.load
+    real_load = models.png.pyspng.load
 
     def load(data: bytes, fmt: str) -> object:
         calls.append(fmt)
         return real_load(data, fmt)
 
-    monkeypatch.setattr(images.pyspng, "load", load)
+    monkeypatch.setattr(models.png.pyspng, "load", load)
     predictor = Predictor.from_checkpoint(checkpoint, max_pixels=10**6, libspng=libspng)
     calls.clear()  # the warm-up's own 32×32 PNG went the same way
     photo = png(size=(120, 80))
