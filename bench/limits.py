@@ -49,14 +49,14 @@ def decode_candidates(data: bytes, size: int) -> dict[str, Callable[[], object]]
     import torchvision.io as tvio
     from PIL import Image
 
-    from models.preprocess import RESAMPLE, decode_to_uint8
+    from models.preprocess import decode_to_uint8, resize
 
     def pillow() -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             if img.format == "JPEG":
                 img.draft("RGB", (size * 8, size * 8))
             rgb = img.convert("RGB")
-        return np.asarray(rgb.resize((size, size), RESAMPLE, reducing_gap=3.0))
+        return np.asarray(resize(rgb, size))
 
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)  # once, as a server would
 
@@ -77,8 +77,7 @@ def decode_candidates(data: bytes, size: int) -> dict[str, Callable[[], object]]
 
         def libspng() -> np.ndarray:
             pixels = pyspng.load(data)
-            img = Image.fromarray(pixels).convert("RGB")
-            return np.asarray(img.resize((size, size), RESAMPLE, reducing_gap=3.0))
+            return np.asarray(resize(Image.fromarray(pixels).convert("RGB"), size))
 
         found["libspng+pillow"] = libspng
     return found

@@ -411,11 +411,11 @@ def measure_costs(args: argparse.Namespace, chosen: list[Scenario], images: dict
                   checkpoint: Path) -> dict[str, Any]:
     """One-thread decode ms of each scenario's image (every candidate) and the model's ms per
     image, timed before any server starts."""
-    from app.settings import available_cpus
+    from app.settings import Settings, available_cpus
     from bench.limits import decode_ms, model_ms
 
     env = parse_env(args.ours_env)
-    precision = env.get("CNN_SERVE_PRECISION", "fp32")
+    precision = env.get("CNN_SERVE_PRECISION", Settings.model_fields["precision"].default)
     costs: dict[str, Any] = {"cores": available_cpus(), "precision": precision, "decode": {},
                              "model_ms": model_ms(checkpoint, precision,
                                                   env.get("CNN_SERVE_TTA"))}
