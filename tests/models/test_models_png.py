@@ -188,14 +188,17 @@ ANCILLARY = {
 }
 
 
+def with_chunk(extra: bytes, after_idat: bool) -> bytes:
+    """The sample PNG carrying `extra` chunk bytes before or after its image data."""
+    return sample_png(before=b"" if after_idat else extra, after=extra if after_idat else b"")
+
+
 @pytest.mark.parametrize("after_idat", [False, True], ids=["before-IDAT", "after-IDAT"])
 @pytest.mark.parametrize("name", ANCILLARY)
 def test_ancillary_chunks_do_not_keep_a_png_from_libspng(
     name: str, after_idat: bool, spng: CountingSpng,
 ) -> None:
-    extra = ANCILLARY[name]
-    data = sample_png(before=b"" if after_idat else extra, after=extra if after_idat else b"")
-    assert_as_pillow(data, spng)
+    assert_as_pillow(with_chunk(ANCILLARY[name], after_idat), spng)
 
 
 @pytest.mark.parametrize(("colour", "depth"), KINDS, ids=[f"type{c}-{d}bit" for c, d in KINDS])
@@ -253,9 +256,7 @@ LEFT_TO_PILLOW = {
 def test_chunks_pillow_refuses_or_acts_on_leave_the_png_to_it(
     name: str, after_idat: bool, spng: CountingSpng,
 ) -> None:
-    extra = LEFT_TO_PILLOW[name]
-    data = sample_png(before=b"" if after_idat else extra, after=extra if after_idat else b"")
-    assert_as_pillow(data, spng, fast=False)
+    assert_as_pillow(with_chunk(LEFT_TO_PILLOW[name], after_idat), spng, fast=False)
 
 
 def test_image_data_split_by_another_chunk_is_left_to_pillow(spng: CountingSpng) -> None:

@@ -58,3 +58,10 @@ def test_resuming_a_finished_run_with_another_tta_recalibrates_it_for_that_tta(
     assert again.meta.metrics["val_accuracy"] == first.meta.metrics["val_accuracy_tta_flip"]
     assert again.meta.metrics["val_accuracy_tta_multicrop"] == first.meta.metrics["val_accuracy"]
     assert again.meta.training["train_seconds"] == first.meta.training["train_seconds"]
+
+
+def test_resuming_without_tta_keeps_the_runs_own(train_args, tmp_path):
+    run.main(run.get_args_parser().parse_args(train_args("--epochs", "1", "--tta", "multicrop")))
+    run.main(run.get_args_parser().parse_args(
+        ["--resume", str(tmp_path / "model.state.pt"), "--no-progress"]))
+    assert load_checkpoint(tmp_path / "model.pt").meta.tta == "multicrop"  # not the recipe's
