@@ -230,6 +230,10 @@ def _build_whitened_vgg(num_classes: int) -> nn.Module:
     return WhitenedVGG(num_classes)
 
 
+def _build_whitened_vgg_small(num_classes: int) -> nn.Module:
+    return WhitenedVGG(num_classes, widths=(64, 256, 256))
+
+
 def _build_whitened_resvgg(num_classes: int) -> nn.Module:
     return WhitenedVGG(num_classes, widths=(128, 512, 512), residual=True)
 
@@ -263,6 +267,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             "whitened_vgg", _build_whitened_vgg, 32, False,
             "VGG-style CNN behind a frozen patch-whitening conv, airbench's layout (4.6M "
             "parameters)",
+        ),
+        Architecture(
+            "whitened_vgg_small", _build_whitened_vgg_small, 32, False,
+            "the whitened VGG at airbench94's widths 64/256/256 (2.0M parameters)",
         ),
         Architecture(
             "whitened_resvgg", _build_whitened_resvgg, 32, False,

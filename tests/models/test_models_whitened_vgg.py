@@ -84,3 +84,12 @@ def test_the_residual_variant_skips_over_two_convs_and_folds() -> None:
     model = build_model("whitened_resvgg", 10)
     assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 10  # stem + 3 × 3
     assert_folding_keeps_the_logits(randomize_batchnorm(model, scales=False))
+
+
+def test_the_small_variant_has_airbench94s_widths_and_folds() -> None:
+    torch.manual_seed(5)
+    model = build_model("whitened_vgg_small", 10)
+    widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert widths == [24, 64, 64, 256, 256, 256, 256]
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
+    assert_folding_keeps_the_logits(randomize_batchnorm(model, scales=False))

@@ -168,3 +168,15 @@ def test_the_gpu_variant_trains_with_cutout_and_a_cutout_too_big_is_refused(
     assert load_checkpoint(tmp_path / "model.pt").meta.training["cutout"] == 8
     assert run.cli(train_args("--arch", "whitened_vgg", "--cutout", "40")) == 2
     assert "--cutout 40 is larger than the 32px images" in capsys.readouterr().err
+
+
+def test_the_small_recipe_is_airbench94s_in_pytorchs_terms() -> None:
+    args = parse("--arch", "whitened_vgg_small")
+    big = parse("--arch", "whitened_vgg")
+    # lr 11.5 and decay 0.0153 per 1,024 images, converted as for the big recipe.
+    assert args.lr == pytest.approx(11.5 / (1 + 1 / 0.15), rel=1e-2)
+    assert args.lr * args.weight_decay == pytest.approx(0.0153 / (1 + 1 / 0.15), rel=1e-2)
+    assert args.epochs == 10
+    shared = ("batch_size", "momentum", "label_smoothing", "schedule", "tta", "bias_lr_scale",
+              "whiten_bias_epochs", "lookahead_every", "flip_mode", "pad_mode", "optimizer")
+    assert [getattr(args, k) for k in shared] == [getattr(big, k) for k in shared]
