@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import io
-import struct
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps  # Image loads PIL._imaging, and with it Pillow's libtiff
 
-from models.png import PNG_SIGNATURE, decode_png
+from models.png import decode_png, ihdr_size
 
 # Recognised by content, never by name or Content-Type. Formats whose decoders run external
 # programs (EPS through Ghostscript) or parse documents (PDF, SVG) are never even tried.
@@ -129,20 +128,12 @@ def decode_image(
     return img
 
 
-def _png_pixels(data: bytes) -> int | None:
-    """Width × height from a PNG's IHDR, or None when the bytes do not start like a PNG."""
-    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
-        width, height = struct.unpack_from(">II", data, 16)
-        return width * height
-    return None
-
-
 def header_pixels(data: bytes) -> int | None:
     """Width × height as the file's header states it, without decoding any pixel; None when
     the bytes are not an image we accept (decode_image then says why). A PNG's size is read
     straight from IHDR; other formats through Pillow's lazy open (tens of µs)."""
-    if (pixels := _png_pixels(data)) is not None:
-        return pixels
+    if (size := ihdr_size(data)) is not None:
+        return size[0] * size[1]
     try:
         width, height = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS).size
     except Exception:  # anything Pillow raises (or warns, under -W error) for bad bytes

@@ -212,6 +212,14 @@ def _orientation(block: bytes | None, xmp: bytes | None) -> int | None:
     return value
 
 
+def ihdr_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as a PNG's IHDR states them; None when the bytes do not start like a
+    PNG. Nothing is checked beyond the signature and the chunk's name."""
+    if len(data) >= 24 and data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        return struct.unpack_from(">II", data, 16)
+    return None
+
+
 def decode_png(data: bytes, *, max_pixels: int) -> np.ndarray | Image.Image | None:
     """A PNG of up to SPNG_MAX_PIXELS pixels (and at most `max_pixels`) decoded by libspng
     into what Pillow's `ImageOps.exif_transpose(Image.open(…))` would give: an H × W × 3 or 4
@@ -219,9 +227,9 @@ def decode_png(data: bytes, *, max_pixels: int) -> np.ndarray | Image.Image | No
     PIL image in Pillow's mode ("1", "L", "LA", "I;16", "P", "RGB") with its palette and
     `info["transparency"]`. None for any other bytes, and for image data libspng refuses:
     Pillow then decodes them or says why not."""
-    if not (len(data) >= 29 and data.startswith(PNG_SIGNATURE)):
+    if len(data) < 29 or (size := ihdr_size(data)) is None:
         return None
-    width, height = struct.unpack_from(">II", data, 16)
+    width, height = size
     bits = width * height * _CHANNELS.get((data[25], data[24]), 0) * data[24]
     if not 0 < width * height <= min(SPNG_MAX_PIXELS, max_pixels) or bits > 8 * SPNG_MAX_BYTES:
         return None  # the size first: a big file is refused before the CRC pass
