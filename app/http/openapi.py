@@ -48,13 +48,18 @@ Document = dict[str, Any]
 def install_openapi(app: FastAPI) -> None:
     """Serve the completed document at /openapi.json (and so in /docs)."""
     build = app.openapi
+    last: list[Any] = [None, None]  # (the settings and predictor it was made for, document)
 
     def openapi() -> Document:
         if app.openapi_schema is None:
             complete(build())  # FastAPI's, cached in app.openapi_schema: completed in place
         service = getattr(app.state, "service", None)
-        return for_service(app.openapi_schema, app.state.settings,
-                           None if service is None else service.predictor)
+        made_for = (app.openapi_schema, app.state.settings,
+                    None if service is None else service.predictor)
+        # A reload swaps the predictor, so the copy is remade only when one of them changes.
+        if last[0] is None or any(a is not b for a, b in zip(last[0], made_for, strict=True)):
+            last[:] = [made_for, for_service(*made_for)]
+        return last[1]
 
     app.openapi = openapi  # type: ignore[method-assign]
 

@@ -324,6 +324,22 @@ def test_after_a_reload_the_routes_name_the_new_version_and_refuse_the_old(
     assert gone.status_code == 404 and new in gone.json()["error"]
 
 
+def test_the_openapi_document_names_the_version_served_now(
+    make_client: Callable[..., TestClient], served: Path,
+) -> None:
+    path = "/v2/models/{name}/versions/{version}/infer"
+
+    def example_version() -> str:
+        operation = client.get("/openapi.json").json()["paths"][path]["post"]
+        return {p["name"]: p for p in operation["parameters"]}["version"]["example"]
+
+    client = make_client(served)
+    old = example_version()
+    assert old == client.app.state.service.predictor.sha256[:12] == example_version()
+    new = reload_with(client, served, seed=2)[:12]
+    assert new != old and example_version() == new
+
+
 def test_a_request_split_across_a_reload_is_503_to_send_again(
     make_client: Callable[..., TestClient], served: Path,
 ) -> None:
