@@ -21,8 +21,8 @@ def train(argv: list[str]) -> dict:
 def test_the_recipe_is_airbenchs_in_pytorchs_terms() -> None:
     args = parse("--arch", "whitened_vgg")
     assert (args.batch_size, args.momentum, args.label_smoothing) == (1024, 0.85, 0.2)
-    assert (args.schedule, args.tta, args.flip_mode, args.pad_mode) == (
-        "triangle", "flip", "alternate", "reflect")
+    assert (args.schedule, args.tta, args.flip_mode, args.pad_mode, args.optimizer) == (
+        "triangle", "flip", "alternate", "reflect", "muon")
     # lr 10 per 1,024 images with a summed loss, Nesterov 0.85 → mean-loss lr 10 / 7.67.
     assert args.lr == pytest.approx(10 / (1 + 1 / 0.15), rel=1e-2)
     # Decoupled decay 0.0153 per 1,024 images / 7.67, then divided by lr (SGD multiplies).
@@ -32,7 +32,7 @@ def test_the_recipe_is_airbenchs_in_pytorchs_terms() -> None:
 def test_biases_learn_64_times_faster_with_the_same_decay_per_step() -> None:
     from models.architectures import WhitenedVGG
 
-    args = parse("--arch", "whitened_vgg")
+    args = parse("--arch", "whitened_vgg", "--optimizer", "sgd")  # Muon's filters: test_muon
     model = WhitenedVGG(10, widths=(8, 8, 8))
     groups = {g["name"]: g for g in run._make_optimizer(model, args).param_groups}
     assert set(groups) == {"whiten_bias", "norm_biases", "weights"}
