@@ -54,6 +54,7 @@ from models.checkpoint import CheckpointError, CheckpointMeta, save_checkpoint, 
 from models.devices import cpu_flags, cpu_model, resolve_device
 from models.inference import TTA_MODES
 from models.preprocess import normalize
+from training.batchnorm_fold import fold_into, with_batchnorm
 from training.data import (
     DATASETS,
     DatasetError,
@@ -115,6 +116,9 @@ class Recipe:
     flip_mode: str = "random"  # a coin per image per epoch, or "alternate" (training.augment)
     pad_mode: str = "zeros"  # crop padding: zeros or the image's reflection
     cutout: int = 0  # side of a square blanked at random in each training image; 0: none
+    # "on": train with a BatchNorm after each layer, folded away before the checkpoint is
+    # written (training.batchnorm_fold), for the networks that have none.
+    train_batchnorm: str = "off"
 
 
 RECIPES: dict[str, Recipe] = {
@@ -160,6 +164,8 @@ OPTIMIZERS = ("sgd", "adamw", "muon")
 SCHEDULES = ("onecycle", "cosine", "triangle")
 FLIP_MODES = ("random", "alternate")
 PAD_MODES = ("zeros", "reflect")
+ON_OFF = ("off", "on")
+NORM_FREE = ("tutorial_cnn", "vgg16")  # the architectures --train-batchnorm applies to
 VAL_FRACTION = 0.1  # held out from the training images, stratified
 WHITEN_IMAGES = 5000  # training images a whitening stem is fitted on
 LOG_EVERY = 50  # steps between training-loss points in TensorBoard
@@ -227,6 +233,9 @@ def get_args_parser() -> argparse.ArgumentParser:
          "reflection"),
         ("cutout", int, None, "side in pixels of a square blanked at random in each training "
          "image (0: none)"),
+        ("train-batchnorm", str, ON_OFF, "train with a BatchNorm after each conv and linear "
+         "layer but the last, folded into them before saving: the checkpoint is the plain "
+         f"network ({', '.join(NORM_FREE)} only)"),
     ]
     for flag, kind, choices, text in recipe_flags:
         # SUPPRESS: an unset flag stays absent (no "default: None" in the help) until
@@ -318,6 +327,9 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError("--teacher-views must be 0 (online) or a number of views")
     if args.teacher_views and args.teacher is None:
         raise ValueError("--teacher-views needs --teacher")
+    if args.train_batchnorm == "on" and args.arch not in NORM_FREE:
+        raise ValueError(f"--train-batchnorm on is for {' and '.join(NORM_FREE)}; {args.arch} "
+                         "has its own normalisation")
     arch = get_architecture(args.arch)
     if args.input_size is None:
         args.input_size = arch.default_input_size
@@ -470,6 +482,8 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
     if args.pretrained is not None and state is None:
         fresh = load_pretrained_backbone(model, args.arch, args.pretrained)
         log.info("loaded %s; freshly initialised: %s", args.pretrained, ", ".join(fresh))
+    if args.train_batchnorm == "on":
+        model = with_batchnorm(model)
     whiten = getattr(model, "whiten", None)
     if isinstance(whiten, torch.nn.Conv2d) and state is None:
         # Fitted on 5,000 training images, as airbench does: the covariance is settled by then.
@@ -627,6 +641,9 @@ def _train(args: argparse.Namespace, world: World, state: dict[str, Any] | None)
     model.load_state_dict(best_state)
     if not world.is_main:
         return {"status": "done"}
+    if args.train_batchnorm == "on":
+        model = fold_into(model.eval(), build_model(args.arch, len(classes))).to(
+            device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     meta = CheckpointMeta(
         arch=args.arch, classes=classes, input_size=args.input_size, mean=mean, std=std,
         tta=args.tta, epochs=len(history),
