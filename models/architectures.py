@@ -197,16 +197,22 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
             if through_pool and not bool((scale > 0).all()):
                 continue
-            with torch.no_grad():
-                bias = conv.bias if conv.bias is not None else torch.zeros_like(layer.running_mean)
-                new_bias = (bias - layer.running_mean) * scale + layer.bias
-                conv.weight.mul_(scale.view(-1, 1, 1, 1))
-                if conv.bias is None:
-                    conv.bias = nn.Parameter(new_bias)
-                else:
-                    conv.bias.copy_(new_bias)
+            fold_norm(conv, layer)
             module[i] = nn.Identity()
     return model
+
+
+@torch.no_grad()
+def fold_norm(layer: nn.Conv2d | nn.Linear, norm: nn.modules.batchnorm._BatchNorm) -> None:
+    """Fold the eval-mode `norm` that follows `layer` into its weight and bias, in place."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    bias = layer.bias if layer.bias is not None else torch.zeros_like(norm.running_mean)
+    new_bias = (bias - norm.running_mean) * scale + norm.bias
+    layer.weight.mul_(scale.view((-1,) + (1,) * (layer.weight.ndim - 1)))
+    if layer.bias is None:
+        layer.bias = nn.Parameter(new_bias)
+    else:
+        layer.bias.copy_(new_bias)
 
 
 def _build_tutorial_cnn(num_classes: int) -> nn.Module:

@@ -14,6 +14,8 @@ import copy
 import torch
 from torch import nn
 
+from models.architectures import fold_norm
+
 _LAYERS = (nn.Conv2d, nn.Linear)
 
 
@@ -45,19 +47,6 @@ def with_batchnorm(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def _fold(layer: nn.Conv2d | nn.Linear, norm: nn.modules.batchnorm._BatchNorm) -> None:
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    shape = (-1,) + (1,) * (layer.weight.ndim - 1)
-    bias = layer.bias if layer.bias is not None else torch.zeros_like(norm.running_mean)
-    layer.weight.mul_(scale.view(shape))
-    new_bias = (bias - norm.running_mean) * scale + norm.bias
-    if layer.bias is None:
-        layer.bias = nn.Parameter(new_bias)
-    else:
-        layer.bias.copy_(new_bias)
-
-
-@torch.no_grad()
 def fold_into(trained: nn.Module, plain: nn.Module) -> nn.Module:
     """Fold `trained`'s BatchNorms (running statistics) into the layers before them and load
     the result into `plain`, the same network without them; returns `plain`, whose eval-mode
@@ -73,7 +62,7 @@ def fold_into(trained: nn.Module, plain: nn.Module) -> nn.Module:
                 continue
             after = children[i + 1] if i + 1 < len(children) else None
             if isinstance(after, nn.modules.batchnorm._BatchNorm):
-                _fold(layer, after)
+                fold_norm(layer, after)
             layers.append(layer)
     targets = [m for m in plain.modules() if isinstance(m, _LAYERS)]
     if [type(m) for m in targets] != [type(m) for m in layers]:
