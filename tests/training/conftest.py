@@ -48,3 +48,24 @@ def train_args(tiny_dataset: Path, tmp_path: Path) -> Callable[..., list[str]]:
         ]
 
     return make
+
+
+@pytest.fixture
+def straight_and_resumed(
+    train_args: Callable[..., list[str]], tmp_path: Path,
+) -> Callable[..., tuple[dict, dict]]:
+    """Train `recipe` straight through, and again stopped after one epoch and resumed; the two
+    final state_dicts, for tests that a recipe's resume restores everything it keeps."""
+    from models.checkpoint import load_checkpoint
+    from training import run
+
+    def train(*recipe: str) -> tuple[dict, dict]:
+        run.main(run.get_args_parser().parse_args(train_args(*recipe, name="straight")))
+        run.main(run.get_args_parser().parse_args(
+            train_args(*recipe, "--stop-after", "1", name="resumed")))
+        run.main(run.get_args_parser().parse_args(
+            ["--resume", str(tmp_path / "resumed.state.pt"), "--no-progress"]))
+        return (load_checkpoint(tmp_path / "straight.pt").model.state_dict(),
+                load_checkpoint(tmp_path / "resumed.pt").model.state_dict())
+
+    return train

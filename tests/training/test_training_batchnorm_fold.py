@@ -76,15 +76,9 @@ def test_a_run_trains_with_batchnorm_and_ships_the_plain_network(train_args, tmp
         report["history"][best - 1]["val_accuracy"], abs=1e-4)
 
 
-def test_resuming_a_batchnorm_run_equals_a_straight_run(train_args, tmp_path) -> None:
+def test_resuming_a_batchnorm_run_equals_a_straight_run(straight_and_resumed) -> None:
     recipe = ("--train-batchnorm", "on", "--epochs", "3", "--precision", "fp32")
-    run.main(run.get_args_parser().parse_args(train_args(*recipe, name="straight")))
-    run.main(run.get_args_parser().parse_args(
-        train_args(*recipe, "--stop-after", "1", name="resumed")))
-    run.main(run.get_args_parser().parse_args(
-        ["--resume", str(tmp_path / "resumed.state.pt"), "--no-progress"]))
-    straight = load_checkpoint(tmp_path / "straight.pt").model.state_dict()
-    resumed = load_checkpoint(tmp_path / "resumed.pt").model.state_dict()
+    straight, resumed = straight_and_resumed(*recipe)
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint
 from training import run
 from training.muon import MUON_MOMENTUM, MuonSGD, orthogonalize
 
@@ -82,16 +81,10 @@ def test_muon_takes_the_conv_filters_and_sgd_keeps_biases_and_head() -> None:
     assert opt.param_groups[-1]["lr"] == args.lr  # the history's lr is still --lr's
 
 
-def test_resuming_a_muon_run_equals_a_straight_run(train_args, tmp_path) -> None:
+def test_resuming_a_muon_run_equals_a_straight_run(straight_and_resumed) -> None:
     recipe = ("--arch", "whitened_vgg_small", "--optimizer", "muon", "--epochs", "3",
               "--batch-size", "16", "--lr", "0.3", "--precision", "fp32")
-    run.main(run.get_args_parser().parse_args(train_args(*recipe, name="straight")))
-    run.main(run.get_args_parser().parse_args(
-        train_args(*recipe, "--stop-after", "1", name="resumed")))
-    run.main(run.get_args_parser().parse_args(
-        ["--resume", str(tmp_path / "resumed.state.pt"), "--no-progress"]))
-    straight = load_checkpoint(tmp_path / "straight.pt").model.state_dict()
-    resumed = load_checkpoint(tmp_path / "resumed.pt").model.state_dict()
+    straight, resumed = straight_and_resumed(*recipe)
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
 
